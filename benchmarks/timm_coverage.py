@@ -1,0 +1,161 @@
+"""How much of timm can be introspected exactly?
+
+For every architecture in ``timm.list_models()`` (or a shard of them): build it with random weights and
+``num_classes=10`` at a small input size, wrap it in ``IntrospectiveHead``, and compare r_x with
+per-image autograd (``loss.backward()`` on the classifier weight) on two images. One row per
+architecture, then a summary line::
+
+    coverage: OK/TOTAL exact (P%), R refused, F failed, S skipped
+
+Statuses: ``ok`` (exact: relative error below the tolerance, and f's logits bit-identical),
+``refused`` (timm-introspect raised one of its own errors on purpose, e.g. no classifier),
+``failed`` (anything else: a wrong result or an unexpected exception), ``skipped`` (too large for
+this machine, or the architecture cannot be built at all without timm-introspect involved).
+
+    python benchmarks/timm_coverage.py                   # everything (hours on 2 cores)
+    python benchmarks/timm_coverage.py --shard 1/4       # a quarter
+    python benchmarks/timm_coverage.py --models 'resnet*' 'vit_tiny*'
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import gc
+import json
+import math
+import sys
+import time
+import traceback
+import warnings
+
+import timm
+import torch
+
+from timm_introspect import IntrospectionError, IntrospectiveHead, autograd_features
+
+warnings.filterwarnings("ignore")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shard", default="1/1", help="i/n: run the i-th of n interleaved shards (1-based)")
+    p.add_argument("--models", nargs="*", default=None, help="fnmatch patterns; default: all of timm.list_models()")
+    p.add_argument("--img-size", type=int, default=64, help="input size tried first (the default size is the fallback)")
+    p.add_argument("--loss", default="mse")
+    p.add_argument("--tol", type=float, default=1e-4, help="relative error tolerance (float32)")
+    p.add_argument("--max-params", type=float, default=800e6, help="skip models with more parameters (memory)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--jsonl", default=None, help="also append one JSON record per model to this file")
+    return p.parse_args(argv)
+
+
+def select(models: list[str], patterns: list[str] | None, shard: str) -> list[str]:
+    if patterns:
+        models = [m for m in models if any(fnmatch.fnmatch(m, p) for p in patterns)]
+    i, n = (int(v) for v in shard.split("/"))
+    if not 1 <= i <= n:
+        raise SystemExit(f"--shard {shard}: need 1 <= i <= n")
+    return models[i - 1 :: n]
+
+
+def count_params(name: str) -> int:
+    """Parameter count without allocating memory (built on the meta device)."""
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=10)
+    return sum(p.numel() for p in model.parameters())
+
+
+def build(name: str, img_size: int):
+    """The model and a 2-image input: at ``img_size`` if the model takes it, else at its default size."""
+    last_err = None
+    for kwargs in ({"img_size": img_size}, {}):  # ViT-style models take img_size; CNNs take any size
+        try:
+            model = timm.create_model(name, num_classes=10, **kwargs).eval()
+        except Exception as err:
+            last_err = err
+            continue
+        chans, h, w = model.pretrained_cfg.get("input_size", (3, 224, 224))
+        sizes = [(img_size, img_size)] + ([(h, w)] if not kwargs and (h, w) != (img_size, img_size) else [])
+        for size in sizes:
+            x = torch.randn(2, chans, *size)
+            try:
+                with torch.no_grad():
+                    model(x[:1])
+                return model, x
+            except Exception as err:
+                last_err = err
+    raise RuntimeError(f"cannot build/run even without introspection: {type(last_err).__name__}: {last_err}")
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    denom = b.norm().item()
+    return (a - b).norm().item() / denom if denom > 0 else (a - b).norm().item()
+
+
+def check(name: str, args) -> dict:
+    rec = {"model": name}
+    try:
+        n_params = count_params(name)
+        rec["params"] = n_params
+        if n_params > args.max_params:
+            return {**rec, "status": "skipped", "detail": f"{n_params / 1e6:.0f} M parameters > --max-params {args.max_params / 1e6:.0f} M (memory)"}
+        try:
+            model, x = build(name, args.img_size)
+        except Exception as err:
+            return {**rec, "status": "skipped", "detail": str(err).splitlines()[0][:300]}
+        rec["input"] = list(x.shape[1:])
+        try:
+            head = IntrospectiveHead.wrap(model, loss=args.loss, scale=False)
+            ours = head._introspect(x)
+        except IntrospectionError as err:
+            return {**rec, "status": "refused", "detail": f"{type(err).__name__}: {err}"}
+        base_logits, features = ours
+        with torch.no_grad():
+            plain = model(x)
+        ref = autograd_features(model, x, args.loss, 1.0)
+        errors = {k: rel_err(features[k], ref[k]) for k in ref}
+        rec["kinds"] = [c.kind for c in head.classifiers]
+        rec["rel_err"] = max(errors.values())
+        if not all(math.isfinite(e) for e in errors.values()) or not torch.isfinite(plain).all():
+            return {**rec, "status": "failed", "detail": "non-finite logits or features"}
+        if not torch.equal(base_logits, plain):
+            return {**rec, "status": "failed", "detail": "f's logits changed by wrapping"}
+        if rec["rel_err"] > args.tol:
+            return {**rec, "status": "failed", "detail": f"relative error {rec['rel_err']:.2e} > {args.tol:g}"}
+        return {**rec, "status": "ok", "detail": f"rel err {rec['rel_err']:.1e}, {'+'.join(rec['kinds'])}"}
+    except Exception as err:
+        tb = traceback.extract_tb(err.__traceback__)[-1]
+        return {**rec, "status": "failed", "detail": f"{type(err).__name__}: {str(err)[:200]} ({tb.filename.split('/')[-1]}:{tb.lineno})"}
+    finally:
+        gc.collect()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    names = select(timm.list_models(), args.models, args.shard)
+    counts = {"ok": 0, "refused": 0, "failed": 0, "skipped": 0}
+    sink = open(args.jsonl, "a") if args.jsonl else None
+    for i, name in enumerate(names, 1):
+        t0 = time.perf_counter()
+        rec = check(name, args)
+        rec["seconds"] = round(time.perf_counter() - t0, 2)
+        counts[rec["status"]] += 1
+        print(f"[{i}/{len(names)}] {name:50s} {rec['status']:8s} {rec['detail']}  ({rec.get('seconds', 0):.1f}s)", flush=True)
+        if sink:
+            sink.write(json.dumps(rec) + "\n")
+            sink.flush()
+    total = len(names)
+    pct = 100 * counts["ok"] / total if total else 0.0
+    print(
+        f"coverage: {counts['ok']}/{total} exact ({pct:.1f}%), {counts['refused']} refused, "
+        f"{counts['failed']} failed, {counts['skipped']} skipped"
+    )
+    return 0 if counts["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""timm-introspect: introspective learning for timm classifiers.
+
+>>> import timm, timm_introspect
+>>> model = timm.create_model("resnet18", num_classes=10)  # a trained classifier
+>>> head = timm_introspect.IntrospectiveHead.wrap(model, loss="mse-M")
+>>> head.fit(train_loader)             # target M and the [-1, 1] scale   # doctest: +SKIP
+>>> out = head(images)                 # out.logits (H), out.base_logits (f)   # doctest: +SKIP
+"""
+
+from .classifier import ClassifierLayer, find_classifiers
+from .errors import (
+    InputShapeError,
+    IntrospectionError,
+    NoClassifierError,
+    NotFittedError,
+    UnknownLossError,
+    UnsupportedClassifierError,
+)
+from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
+from .head import IntrospectiveHead, IntrospectiveOutput
+from .losses import LOSSES, introspection_loss, loss_delta, parse_loss
+from .mlp import IntrospectiveMLP
+from .reference import autograd_features
+from .scaling import FeatureScaler, scale_features
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassifierLayer",
+    "FeatureScaler",
+    "InputShapeError",
+    "IntrospectionError",
+    "IntrospectiveHead",
+    "IntrospectiveMLP",
+    "IntrospectiveOutput",
+    "LOSSES",
+    "NoClassifierError",
+    "NotFittedError",
+    "UnknownLossError",
+    "UnsupportedClassifierError",
+    "autograd_features",
+    "conv1x1_weight_grad",
+    "find_classifiers",
+    "functional_weight_grad",
+    "introspection_loss",
+    "linear_weight_grad",
+    "loss_delta",
+    "parse_loss",
+    "scale_features",
+]

@@ -1,0 +1,40 @@
+"""Exceptions raised by timm-introspect.
+
+Every error says what went wrong and what to do about it. They subclass the built-in exception a
+caller would naturally catch (``ValueError``, ``RuntimeError``), so ``except ValueError`` still works.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "IntrospectionError",
+    "NoClassifierError",
+    "UnsupportedClassifierError",
+    "UnknownLossError",
+    "InputShapeError",
+    "NotFittedError",
+]
+
+
+class IntrospectionError(Exception):
+    """Base class of every error raised by timm-introspect."""
+
+
+class NoClassifierError(IntrospectionError, ValueError):
+    """The model has no classifier layer to introspect (e.g. built with ``num_classes=0``)."""
+
+
+class UnsupportedClassifierError(IntrospectionError, ValueError):
+    """The classifier exists, but its weight gradient cannot be computed per sample."""
+
+
+class UnknownLossError(IntrospectionError, ValueError):
+    """The loss name is not one of :data:`timm_introspect.LOSSES`."""
+
+
+class InputShapeError(IntrospectionError, ValueError):
+    """The input batch does not have the shape the model expects."""
+
+
+class NotFittedError(IntrospectionError, RuntimeError):
+    """A statistic (target ``M`` or the feature scale) is used before it was fitted."""

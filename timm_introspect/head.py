@@ -1,0 +1,292 @@
+"""IntrospectiveHead: r_x from one forward pass of a timm classifier, and H on top of it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .classifier import ClassifierLayer, find_classifiers
+from .errors import InputShapeError, NotFittedError, UnsupportedClassifierError
+from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
+from .losses import loss_delta, parse_loss
+from .mlp import IntrospectiveMLP
+from .scaling import FeatureScaler
+
+__all__ = ["IntrospectiveHead", "IntrospectiveOutput"]
+
+
+@dataclass
+class IntrospectiveOutput:
+    """What :class:`IntrospectiveHead` returns.
+
+    Attributes:
+        logits: ``(B, N)`` H's prediction from the introspective features.
+        base_logits: ``(B, N)`` f's logits, bit-identical to calling the wrapped model.
+        features: ``(B, F)`` the scaled, flattened introspective features H saw.
+    """
+
+    logits: torch.Tensor
+    base_logits: torch.Tensor
+    features: torch.Tensor
+
+
+def _images(batch: Any) -> torch.Tensor:
+    """The image tensor of a batch: a tensor, the first item of a tuple/list, or a dict entry."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("pixel_values", "image", "img", "x"):
+            if isinstance(batch.get(key), torch.Tensor):
+                return batch[key]
+    raise TypeError(
+        "cannot find images in the batch: yield a tensor, an (images, labels) tuple, or a dict with "
+        f"'pixel_values', 'image' or 'img'; got {type(batch).__name__}"
+    )
+
+
+class IntrospectiveHead(nn.Module):
+    """A trained timm classifier f, its introspective features r_x, and the network H over them.
+
+    For an image x, f gives logits z = W h + b. The introspective features are the gradient of
+    J(c * 1_N, z) w.r.t. the classifier weight W, per sample (paper, Eq. 2-6). They come from a
+    single forward pass of f: hooks capture the classifier's input h and output, the loss derivative
+    is closed-form, and the weight gradient is an outer product (a ``torch.func`` VJP for unusual
+    classifier layers). f is frozen and kept in eval mode; its logits are not changed.
+
+    Create it with :meth:`wrap`; call :meth:`fit` on training data to estimate the target ``M``
+    (for the "-M" losses) and the [-1, 1] feature scale; then train H (``head.introspective_net``)
+    on ``head(x).features``, or call ``head(x).logits``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str = "mse",
+        target: float | str = 1.0,
+        introspective_net: nn.Module | None = None,
+        hidden: Sequence[int] = (300, 100),
+        scale: bool = True,
+    ) -> None:
+        super().__init__()
+        loss, suffix_target = parse_loss(loss)
+        if suffix_target is not None:
+            target = suffix_target
+        if isinstance(target, str) and target != "M":
+            raise ValueError(f"target must be a number or 'M' (the mean max-logit, fitted by fit()); got {target!r}")
+
+        self.classifiers: list[ClassifierLayer] = find_classifiers(model)
+        model.eval().requires_grad_(False)
+        self.model = model
+        self.loss = loss
+        self.target = target
+        self.num_classes = int(getattr(model, "num_classes", 0) or self.classifiers[0].weight.shape[0])
+        self.feature_shapes = {c.name: tuple(c.weight.shape) for c in self.classifiers}
+        self.num_features = sum(math.prod(s) for s in self.feature_shapes.values())
+        # target c of the loss: a constant, or NaN until fit() estimates M
+        self.register_buffer("target_value", torch.tensor(math.nan if target == "M" else float(target)))
+        self.scaler = FeatureScaler(self.num_features) if scale else nn.Identity()
+        self.introspective_net = introspective_net or IntrospectiveMLP(self.num_features, self.num_classes, hidden)
+
+    @classmethod
+    def wrap(
+        cls,
+        model: nn.Module,
+        loss: str = "mse",
+        target: float | str = 1.0,
+        introspective_net: nn.Module | None = None,
+        hidden: Sequence[int] = (300, 100),
+        scale: bool = True,
+    ) -> "IntrospectiveHead":
+        """Wrap a trained timm classifier.
+
+        Args:
+            model: a timm classifier (``timm.create_model(name, num_classes=N)``), trained. It is
+                frozen and put in eval mode.
+            loss: introspection loss, one of :data:`timm_introspect.LOSSES`; the paper's ``"mse-M"``
+                style names set ``target="M"``.
+            target: the constant c of the target ``c * 1_N``, or ``"M"`` for the mean maximum logit
+                over the training set (estimated by :meth:`fit`).
+            introspective_net: H; by default :class:`IntrospectiveMLP` sized from the model.
+            hidden: hidden widths of the default H.
+            scale: scale features to [-1, 1] with a :class:`FeatureScaler` fitted by :meth:`fit`.
+        """
+        return cls(model, loss=loss, target=target, introspective_net=introspective_net, hidden=hidden, scale=scale)
+
+    # f stays in eval mode: train() only switches H (and anything else but f).
+    def train(self, mode: bool = True) -> "IntrospectiveHead":
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.target_value.device
+
+    def _target(self) -> torch.Tensor:
+        if self.target == "M" and torch.isnan(self.target_value):
+            raise NotFittedError(
+                f"loss {self.loss}-M uses the target M (mean max-logit over the training set), which is not "
+                "fitted: call head.fit(train_loader) first, or pass a numeric target"
+            )
+        return self.target_value
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise InputShapeError(f"expected an image tensor of shape (B, C, H, W), got {type(x).__name__}")
+        if x.dim() != 4:
+            hint = " (add a batch dimension: x.unsqueeze(0))" if x.dim() == 3 else ""
+            raise InputShapeError(
+                f"expected a batch of images of shape (B, C, H, W) = (B, {', '.join(map(str, self._input_size()))}), "
+                f"got a {x.dim()}-d tensor of shape {tuple(x.shape)}{hint}"
+            )
+        return x.detach()
+
+    def _input_size(self) -> tuple[int, ...]:
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        return tuple(cfg.get("input_size", ("C", "H", "W")))
+
+    def _run_model(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """f(x), with each classifier call's input h and its output as a grad-enabled leaf."""
+        calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {c.name: [] for c in self.classifiers}
+
+        def hook_for(name: str):
+            def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+                if len(args) != 1 or not isinstance(output, torch.Tensor):
+                    raise UnsupportedClassifierError(
+                        f"classifier {name} takes {len(args)} inputs / returns {type(output).__name__}; "
+                        "introspection needs one tensor in and one tensor out"
+                    )
+                leaf = output.detach().requires_grad_(True)
+                calls[name].append((args[0].detach(), leaf))
+                return leaf
+
+            return hook
+
+        handles = [c.module.register_forward_hook(hook_for(c.name)) for c in self.classifiers]
+        try:
+            # Only what follows a classifier (pooling, averaging of two heads) is recorded by autograd:
+            # f's parameters are frozen and x needs no grad.
+            with torch.inference_mode(False), torch.enable_grad():
+                logits = self.model(x)
+        except Exception as err:
+            expected = self._input_size()
+            if tuple(x.shape[1:]) != expected and not isinstance(err, UnsupportedClassifierError):
+                raise InputShapeError(
+                    f"the model failed on input of shape {tuple(x.shape)}; it expects (B, {', '.join(map(str, expected))}). "
+                    "Preprocess images with timm.data.create_transform(**timm.data.resolve_model_data_config(model)). "
+                    f"The model said: {type(err).__name__}: {err}"
+                ) from err
+            raise
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not isinstance(logits, torch.Tensor) or logits.shape != (x.shape[0], self.num_classes):
+            raise UnsupportedClassifierError(
+                f"the model returned {type(logits).__name__} of shape {getattr(logits, 'shape', None)}; "
+                f"introspection needs logits of shape (B, {self.num_classes})"
+            )
+        if not any(calls.values()):
+            raise UnsupportedClassifierError(
+                f"the classifier layer(s) {list(calls)} were not called by the model's forward()"
+            )
+        return logits, calls
+
+    def _introspect(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self._check_input(x)
+        target = self._target()
+        logits, calls = self._run_model(x)
+        delta = loss_delta(self.loss, logits.detach().to(torch.promote_types(logits.dtype, torch.float32)), target)
+
+        leaves = [leaf for name in calls for _, leaf in calls[name]]
+        if len(leaves) == 1 and logits is leaves[0]:
+            grads = [delta]  # the classifier output is the logits: dJ/dy = dJ/dz
+        else:  # dJ/dy through what follows the classifier (pooling, head averaging): cheap
+            grads = torch.autograd.grad(logits, leaves, grad_outputs=delta.to(logits.dtype), allow_unused=True)
+
+        features: dict[str, torch.Tensor] = {}
+        grads_iter = iter(grads)
+        for layer in self.classifiers:
+            total = torch.zeros((), device=x.device)
+            for h, _ in calls[layer.name]:
+                grad = next(grads_iter)
+                if grad is None:  # this call's output does not reach the logits
+                    continue
+                total = total + self._weight_grad(layer, h, grad)
+            features[layer.name] = total.expand(x.shape[0], *layer.weight.shape) if total.dim() == 0 else total
+        return logits.detach(), features
+
+    @staticmethod
+    def _weight_grad(layer: ClassifierLayer, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        if layer.kind == "linear":
+            return linear_weight_grad(delta, h)
+        if layer.kind == "conv1x1":
+            return conv1x1_weight_grad(delta, h)
+        return functional_weight_grad(layer.module, h, delta)
+
+    def introspective_features(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The raw introspective features r_x: per-sample dJ/dW for the classifier weight W.
+
+        Returns:
+            ``(B, *W.shape)`` (e.g. ``(B, N, d)``) for a model with one classifier; for a model with
+            several (e.g. ``deit_*_distilled``: ``head`` and ``head_dist``), a dict from the layer's
+            module path to its ``(B, *W.shape)`` gradient.
+        """
+        _, features = self._introspect(x)
+        if len(features) == 1:
+            return next(iter(features.values()))
+        return features
+
+    def flat_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f's logits ``(B, N)`` and the raw features flattened and concatenated, ``(B, F)``."""
+        logits, features = self._introspect(x)
+        return logits, torch.cat([f.flatten(1) for f in features.values()], dim=1)
+
+    def forward(self, x: torch.Tensor) -> IntrospectiveOutput:
+        base_logits, raw = self.flat_features(x)
+        features = self.scaler(raw.to(self.target_value.dtype))
+        return IntrospectiveOutput(logits=self.introspective_net(features), base_logits=base_logits, features=features)
+
+    @torch.no_grad()
+    def fit(self, data: Iterable[Any], max_batches: int | None = None, progress: bool = True) -> "IntrospectiveHead":
+        """Estimate target M (for "-M" losses) and the [-1, 1] scale on training data.
+
+        Args:
+            data: an iterable of batches (tensors, ``(images, labels)`` tuples, or dicts with
+                ``"pixel_values"``/``"image"``), e.g. a ``DataLoader`` over f's training set.
+            max_batches: use only the first batches.
+            progress: show a progress bar.
+        """
+        def batches(desc: str):
+            for i, batch in enumerate(tqdm(data, desc=desc, disable=not progress, total=max_batches)):
+                if max_batches is not None and i >= max_batches:
+                    break
+                yield _images(batch).to(self.device)
+
+        if self.target == "M":
+            total, count = 0.0, 0
+            for x in batches("introspect: target M"):
+                logits = self.model(self._check_input(x))
+                total += logits.float().amax(-1).sum().item()
+                count += logits.shape[0]
+            if count == 0:
+                raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
+            self.target_value.fill_(total / count)
+        if isinstance(self.scaler, FeatureScaler):
+            self.scaler.reset()
+            for x in batches("introspect: feature scale"):
+                self.scaler.update(self.flat_features(x)[1])
+            if not bool(self.scaler.fitted):
+                raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
+        return self
+
+    def extra_repr(self) -> str:
+        target = "M" if self.target == "M" else float(self.target_value)
+        layers = ", ".join(f"{c.name} ({c.kind})" for c in self.classifiers)
+        return f"loss={self.loss}, target={target}, classifiers=[{layers}], num_features={self.num_features}"
