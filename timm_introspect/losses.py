@@ -27,11 +27,9 @@ def _nll_sum(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     # by its target t_k:  sum_k t_k * nll_loss(z, k) = -sum_k t_k z_k.
     num_classes = z.shape[-1]
     labels = torch.arange(num_classes, device=z.device)
-    per_class = [
-        F.nll_loss(z.expand(num_classes, -1), labels, weight=t[b], reduction="none")
-        for b in range(z.shape[0])
-    ]
-    return torch.stack([p.sum() for p in per_class])
+    return torch.stack(
+        [F.nll_loss(z[b].expand(num_classes, -1), labels, weight=t[b], reduction="sum") for b in range(z.shape[0])]
+    )
 
 
 # name -> (J(z, t) per sample with reduction "sum" over the N logits, dJ/dz in closed form)
