@@ -62,7 +62,8 @@ def _no_classifier(model: nn.Module, why: str, todo: str | None = None) -> NoCla
     arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
     todo = todo or (
         f"build the model with timm.create_model({arch!r}, num_classes=N) (or call model.reset_classifier(N)) "
-        "and train its classifier before wrapping it"
+        "and train its classifier before wrapping it; an encoder that takes no num_classes needs a classification "
+        "architecture instead"
     )
     return NoClassifierError(f"{arch}: {why}. Introspection needs a trained classifier: {todo}.")
 
@@ -83,7 +84,9 @@ def find_classifiers(model: nn.Module) -> list[ClassifierLayer]:
             "nn.Linear over this encoder's features",
         )
     if getattr(model, "num_classes", None) == 0:
-        raise _no_classifier(model, "the model was built with num_classes=0 (a feature extractor)")
+        raise _no_classifier(
+            model, "the model has num_classes=0: it was built without a classifier, or it is an encoder that has none"
+        )
     names_by_module = {id(m): name for name, m in model.named_modules()}
     cfg = getattr(model, "pretrained_cfg", None) or {}
     cfg_names = cfg.get("classifier") or ()

@@ -213,13 +213,11 @@ class IntrospectiveHead(nn.Module):
         features: dict[str, torch.Tensor] = {}
         grads_iter = iter(grads)
         for layer in self.classifiers:
-            total = torch.zeros((), device=x.device)
-            for h, _ in calls[layer.name]:
-                grad = next(grads_iter)
-                if grad is None:  # this call's output does not reach the logits
-                    continue
-                total = total + self._weight_grad(layer, h, grad)
-            features[layer.name] = total.expand(x.shape[0], *layer.weight.shape) if total.dim() == 0 else total
+            # a layer called several times gets the sum; a call that does not reach the logits adds 0
+            parts = [self._weight_grad(layer, h, g) for (h, _), g in zip(calls[layer.name], grads_iter) if g is not None]
+            if not parts:
+                parts = [torch.zeros(x.shape[0], *layer.weight.shape, device=x.device, dtype=delta.dtype)]
+            features[layer.name] = sum(parts[1:], parts[0])
         return logits.detach(), features
 
     @staticmethod

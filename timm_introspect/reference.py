@@ -16,7 +16,11 @@ __all__ = ["autograd_features"]
 
 
 def autograd_features(
-    model: nn.Module, x: torch.Tensor, loss: str = "mse", target: float = 1.0
+    model: nn.Module,
+    x: torch.Tensor,
+    loss: str = "mse",
+    target: float = 1.0,
+    one_image_per_forward: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Per-sample dJ/dW of each classifier weight by autograd, one image per backward pass.
 
@@ -25,6 +29,9 @@ def autograd_features(
         x: ``(B, C, H, W)`` images.
         loss: one of :data:`timm_introspect.LOSSES`.
         target: the constant c of the target ``c * 1_N``.
+        one_image_per_forward: run f on each image alone (the paper's way). With ``False``, f runs
+            once on the batch and each image's loss is back-propagated on its own: the same
+            gradients, free of f's own batch-vs-single rounding (large for some random-init nets).
 
     Returns:
         A dict from classifier module path to ``(B, *W.shape)`` gradients.
@@ -36,10 +43,11 @@ def autograd_features(
         for w in weights:
             w.requires_grad_(True)
         per_sample = []
+        batch_logits = None if one_image_per_forward else model(x)
         for i in range(x.shape[0]):
-            logits = model(x[i : i + 1])
+            logits = model(x[i : i + 1]) if one_image_per_forward else batch_logits[i : i + 1]
             j = introspection_loss(loss, logits, target).sum()
-            per_sample.append(torch.autograd.grad(j, weights, allow_unused=True))
+            per_sample.append(torch.autograd.grad(j, weights, allow_unused=True, retain_graph=not one_image_per_forward))
     finally:
         for w, flag in zip(weights, saved):
             w.requires_grad_(flag)
