@@ -9,6 +9,7 @@
 
 from .classifier import ClassifierLayer, find_classifiers
 from .errors import (
+    CheckpointError,
     InputShapeError,
     IntrospectionError,
     NoClassifierError,
@@ -20,12 +21,14 @@ from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight
 from .head import IntrospectiveHead, IntrospectiveOutput
 from .losses import LOSSES, introspection_loss, loss_delta, parse_loss
 from .mlp import IntrospectiveMLP
+from .models import create_model, use_cifar_stem
 from .reference import autograd_features
 from .scaling import FeatureScaler, scale_features
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ClassifierLayer",
     "FeatureScaler",
     "InputShapeError",
@@ -40,6 +43,7 @@ __all__ = [
     "UnsupportedClassifierError",
     "autograd_features",
     "conv1x1_weight_grad",
+    "create_model",
     "find_classifiers",
     "functional_weight_grad",
     "introspection_loss",
@@ -47,4 +51,5 @@ __all__ = [
     "loss_delta",
     "parse_loss",
     "scale_features",
+    "use_cifar_stem",
 ]

@@ -13,6 +13,7 @@ __all__ = [
     "UnknownLossError",
     "InputShapeError",
     "NotFittedError",
+    "CheckpointError",
 ]
 
 
@@ -38,3 +39,7 @@ class InputShapeError(IntrospectionError, ValueError):
 
 class NotFittedError(IntrospectionError, RuntimeError):
     """A statistic (target ``M`` or the feature scale) is used before it was fitted."""
+
+
+class CheckpointError(IntrospectionError, ValueError):
+    """A saved model is missing, corrupt, mismatched or from an incompatible version; nothing was loaded."""

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import safetensors.torch
+import timm
 import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, ModelHubMixin
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import hub
+
 from .classifier import ClassifierLayer, find_classifiers
-from .errors import InputShapeError, NotFittedError, UnsupportedClassifierError
+from .errors import CheckpointError, InputShapeError, NotFittedError, UnsupportedClassifierError
 from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .losses import loss_delta, parse_loss
 from .mlp import IntrospectiveMLP
+from .models import use_cifar_stem
 from .scaling import FeatureScaler
 
 __all__ = ["IntrospectiveHead", "IntrospectiveOutput"]
@@ -51,7 +59,13 @@ def _images(batch: Any) -> torch.Tensor:
     )
 
 
-class IntrospectiveHead(nn.Module):
+class IntrospectiveHead(
+    nn.Module,
+    ModelHubMixin,
+    library_name="timm-introspect",
+    tags=["image-classification", "timm", "introspective-learning"],
+    pipeline_tag="image-classification",
+):
     """A trained timm classifier f, its introspective features r_x, and the network H over them.
 
     For an image x, f gives logits z = W h + b. The introspective features are the gradient of
@@ -63,6 +77,10 @@ class IntrospectiveHead(nn.Module):
     Create it with :meth:`wrap`; call :meth:`fit` on training data to estimate the target ``M``
     (for the "-M" losses) and the [-1, 1] feature scale; then train H (``head.introspective_net``)
     on ``head(x).features``, or call ``head(x).logits``.
+
+    Share it like a timm model: :meth:`save_pretrained`, :meth:`push_to_hub` and
+    :meth:`from_pretrained` (from ``huggingface_hub.ModelHubMixin``); the backbone stays loadable
+    by plain timm (see :mod:`timm_introspect.hub`).
     """
 
     def __init__(
@@ -73,6 +91,7 @@ class IntrospectiveHead(nn.Module):
         introspective_net: nn.Module | None = None,
         hidden: Sequence[int] = (300, 100),
         scale: bool = True,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         loss, suffix_target = parse_loss(loss)
@@ -93,6 +112,14 @@ class IntrospectiveHead(nn.Module):
         self.register_buffer("target_value", torch.tensor(math.nan if target == "M" else float(target)))
         self.scaler = FeatureScaler(self.num_features) if scale else nn.Identity()
         self.introspective_net = introspective_net or IntrospectiveMLP(self.num_features, self.num_classes, hidden)
+        label_names = label_names or (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+        if label_names is not None and len(label_names) != self.num_classes:
+            raise ValueError(f"{len(label_names)} label_names for a model with {self.num_classes} classes")
+        self.label_names = list(label_names) if label_names is not None else None
+        #: evaluation results for the model card: {split: {"f" | "H" | ...: {metric: value}}}
+        self.metrics: dict[str, dict[str, dict[str, float]]] = {}
+        #: the dataset f and H were trained on (a Hub id or a name), for the model card
+        self.dataset: str | None = None
 
     @classmethod
     def wrap(
@@ -103,6 +130,7 @@ class IntrospectiveHead(nn.Module):
         introspective_net: nn.Module | None = None,
         hidden: Sequence[int] = (300, 100),
         scale: bool = True,
+        label_names: Sequence[str] | None = None,
     ) -> "IntrospectiveHead":
         """Wrap a trained timm classifier.
 
@@ -116,8 +144,12 @@ class IntrospectiveHead(nn.Module):
             introspective_net: H; by default :class:`IntrospectiveMLP` sized from the model.
             hidden: hidden widths of the default H.
             scale: scale features to [-1, 1] with a :class:`FeatureScaler` fitted by :meth:`fit`.
+            label_names: class names (default: the model's ``pretrained_cfg["label_names"]``).
         """
-        return cls(model, loss=loss, target=target, introspective_net=introspective_net, hidden=hidden, scale=scale)
+        return cls(
+            model, loss=loss, target=target, introspective_net=introspective_net, hidden=hidden, scale=scale,
+            label_names=label_names,
+        )
 
     # f stays in eval mode: train() only switches H (and anything else but f).
     def train(self, mode: bool = True) -> "IntrospectiveHead":
@@ -283,6 +315,172 @@ class IntrospectiveHead(nn.Module):
             if not bool(self.scaler.fitted):
                 raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
         return self
+
+    # --- saving and loading (huggingface_hub.ModelHubMixin hooks) ---------------------------------
+
+    def introspection_config(self) -> hub.IntrospectionConfig:
+        """The contents of ``introspection_config.json`` for this head."""
+        net = self.introspective_net
+        net_cfg: dict[str, Any] = {"type": type(net).__name__}
+        if isinstance(net, IntrospectiveMLP):
+            net_cfg.update(in_features=net.in_features, num_classes=net.num_classes, hidden=list(net.hidden),
+                           act_layer=net.act_layer.__name__)
+        package_version, timm_version = hub.timm_versions()
+        return hub.IntrospectionConfig(
+            loss=self.loss,
+            target=self.target,
+            num_classes=self.num_classes,
+            num_features=self.num_features,
+            classifiers=[{"name": c.name, "kind": c.kind, "shape": list(c.weight.shape)} for c in self.classifiers],
+            scale=isinstance(self.scaler, FeatureScaler),
+            introspective_net=net_cfg,
+            label_names=self.label_names,
+            cifar_stem=bool(getattr(self.model, "cifar_stem", False)),
+            dataset=self.dataset,
+            metrics=self.metrics,
+            timm_introspect_version=package_version,
+            timm_version=timm_version,
+        )
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_directory = Path(save_directory)
+        model_config = {"label_names": self.label_names} if self.label_names else None
+        timm.models.save_for_hf(self.model, str(save_directory), model_config=model_config, safe_serialization=True)
+        self.introspection_config().to_file(save_directory / hub.INTROSPECTION_CONFIG)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("model.")}
+        safetensors.torch.save_file(state, str(save_directory / hub.INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str | torch.device = "cpu",
+        introspective_net: nn.Module | None = None,
+        **unused: Any,
+    ) -> "IntrospectiveHead":
+        paths = hub.download_files(model_id, revision, cache_dir, force_download, local_files_only, token)
+        cfg = hub.IntrospectionConfig.from_file(paths[hub.INTROSPECTION_CONFIG])
+        timm_cfg = hub.read_timm_config(paths[hub.TIMM_CONFIG])
+        if timm_cfg["num_classes"] != cfg.num_classes:
+            raise CheckpointError(
+                f"config.json says {timm_cfg['num_classes']} classes but {hub.INTROSPECTION_CONFIG} says "
+                f"{cfg.num_classes}: the files come from different models; save the model again"
+            )
+        model_args = {**timm_cfg.get("model_args", {}), "num_classes": timm_cfg["num_classes"]}
+        model = timm.create_model(
+            timm_cfg["architecture"], pretrained=False, pretrained_cfg_overlay=timm_cfg.get("pretrained_cfg") or None,
+            **model_args,
+        )
+        if cfg.cifar_stem:
+            use_cifar_stem(model)
+        hub.load_strict(model, hub.load_tensors(paths[hub.TIMM_WEIGHTS]), hub.TIMM_WEIGHTS)
+
+        if introspective_net is None:
+            net_cfg = cfg.introspective_net
+            if net_cfg.get("type") != "IntrospectiveMLP":
+                raise CheckpointError(
+                    f"H is a custom {net_cfg.get('type')!r}: build it and pass it as "
+                    "IntrospectiveHead.from_pretrained(..., introspective_net=net); its weights are loaded into it"
+                )
+            introspective_net = IntrospectiveMLP(
+                net_cfg["in_features"], net_cfg["num_classes"], net_cfg["hidden"], getattr(nn, net_cfg["act_layer"])
+            )
+        head = cls(model, loss=cfg.loss, target=cfg.target, introspective_net=introspective_net, scale=cfg.scale,
+                   label_names=cfg.label_names)
+        saved_layers = [(c["name"], tuple(c["shape"])) for c in cfg.classifiers]
+        if [(c.name, tuple(c.weight.shape)) for c in head.classifiers] != saved_layers or head.num_features != cfg.num_features:
+            raise CheckpointError(
+                f"the rebuilt model's classifier layers differ from the saved ones ({saved_layers}); the files come "
+                f"from another timm version or model (saved with timm {cfg.timm_version}): install that version"
+            )
+        hub.load_strict(head, hub.load_tensors(paths[hub.INTROSPECTION_WEIGHTS]), hub.INTROSPECTION_WEIGHTS,
+                        skip_prefix="model.")
+        head.dataset, head.metrics = cfg.dataset, cfg.metrics
+        return head.to(map_location)
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Upload the model (see :meth:`save_pretrained`) and its model card to the Hub repo ``repo_id``.
+
+        Takes the arguments of ``huggingface_hub.ModelHubMixin.push_to_hub`` (``token``, ``private``,
+        ``commit_message``, ...). The upload goes from a temporary folder: a failed push changes nothing
+        local.
+        """
+        model_card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=model_card_kwargs, **kwargs)
+
+    def generate_model_card(
+        self,
+        repo_id: str | None = None,
+        model_name: str | None = None,
+        metrics: dict[str, dict[str, dict[str, float]]] | None = None,
+        dataset: str | None = None,
+        license: str | None = None,
+    ) -> ModelCard:
+        """The model card (``hub_cards/model_card.md``) filled from this model and its metrics.
+
+        Args:
+            repo_id: the Hub repo, for the usage snippet.
+            model_name: the card's title (default: the repo name).
+            metrics: ``{split: {model: {metric: value}}}``, e.g.
+                ``{"clean": {"f": {"accuracy": 0.91, "ece": 0.14}, "H": {...}}}``; default ``self.metrics``.
+            dataset: the training dataset (default ``self.dataset``).
+            license: an SPDX license id for the card's metadata.
+        """
+        cfg = self.introspection_config()
+        metrics = metrics if metrics is not None else self.metrics
+        dataset = dataset or self.dataset
+        repo_id = repo_id or "<user>/<repo>"
+        model_name = model_name or repo_id.split("/")[-1]
+        architecture = self.model.pretrained_cfg.get("architecture", type(self.model).__name__)
+        results, metric_names, eval_results = [], [], []
+        for split, per_model in metrics.items():
+            for who, values in per_model.items():
+                results.append({"split": split, "model": who,
+                                "cells": {m: f"{v:.4f}" if isinstance(v, float) else v for m, v in values.items()}})
+                for metric, value in values.items():
+                    if metric not in metric_names:
+                        metric_names.append(metric)
+                    eval_results.append(EvalResult(
+                        task_type="image-classification", dataset_type=dataset or "custom",
+                        dataset_name=f"{dataset or 'custom'} ({split})", dataset_split=split,
+                        metric_type=metric, metric_value=value, metric_name=f"{metric} ({who})",
+                    ))
+        card_data = ModelCardData(
+            library_name="timm-introspect", tags=["image-classification", "timm", "introspective-learning"],
+            pipeline_tag="image-classification", license=license, datasets=[dataset] if dataset else None,
+            model_name=model_name, eval_results=eval_results or None,
+        )
+        net = cfg.introspective_net
+        template = resources.files("timm_introspect.hub_cards").joinpath("model_card.md").read_text()
+        return ModelCard.from_template(
+            card_data,
+            template_str=template,
+            model_name=model_name,
+            repo_id=repo_id,
+            architecture=architecture,
+            cifar_stem=cfg.cifar_stem,
+            num_classes=self.num_classes,
+            input_size=", ".join(map(str, self._input_size())),
+            dataset=dataset,
+            loss_name=self.loss.upper() if self.target != "M" else f"{self.loss.upper()}-M",
+            target_text=("M = %.4g" % float(self.target_value)) if self.target == "M" else f"{float(self.target_value):g}",
+            num_features=self.num_features,
+            classifier_text=", ".join(f"{c.name}: {' x '.join(map(str, c.weight.shape))}" for c in self.classifiers),
+            scale=cfg.scale,
+            h_text=(f"MLP {' → '.join(map(str, [net['in_features'], *net['hidden'], net['num_classes']]))}, "
+                    f"{net['act_layer']} activations") if net.get("type") == "IntrospectiveMLP" else net.get("type"),
+            label_names=self.label_names,
+            results=results,
+            metric_names=metric_names,
+            timm_introspect_version=cfg.timm_introspect_version,
+            timm_version=cfg.timm_version,
+        )
 
     def extra_repr(self) -> str:
         target = "M" if self.target == "M" else float(self.target_value)

@@ -34,3 +34,5 @@ class IntrospectiveMLP(nn.Sequential):
         super().__init__(*layers)
         self.in_features = in_features
         self.num_classes = num_classes
+        self.hidden = tuple(hidden)
+        self.act_layer = act_layer

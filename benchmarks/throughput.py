@@ -1,0 +1,171 @@
+"""Images per second: f alone, introspective inference, r_x alone, and the paper's per-image way.
+
+    (a) forward      f's plain forward pass (inference mode)
+    (b) introspect   forward + r_x + scaling + H: ``head(x)``
+    (c) features     r_x alone: ``head.flat_features(x)``
+    (d) paper        one image at a time: ``loss.backward()`` on a model whose weights all require
+                     grad, then read the classifier weight's ``.grad``
+
+Each is warmed up, then timed ``--repeats`` times; the table shows medians (this machine is noisy),
+then the ratios (b)/(a) (time; 1.0 = introspection is free) and (d)/(b) (speed-up over the paper).
+
+    python benchmarks/throughput.py --model resnet18 --cifar-stem --img-size 32 --batch-size 128
+    python benchmarks/throughput.py --device cuda --dtype bfloat16 --batch-size 256 --channels-last
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from timm_introspect import IntrospectiveHead, find_classifiers, introspection_loss
+from timm_introspect.models import create_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", default=["resnet18"])
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--cifar-stem", action="store_true")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[128])
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="autocast dtype (float32: none)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile f (and H)")
+    p.add_argument("--loss", default="mse")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--paper-images", type=int, default=32, help="images timed one by one for (d)")
+    p.add_argument("--skip-paper", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="write the results here")
+    return p.parse_args(argv)
+
+
+def timed(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> list[float]:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def paper_way(model: torch.nn.Module, x: torch.Tensor, loss: str, target: float, autocast) -> torch.Tensor:
+    """The paper's extraction: per image, a full ``loss.backward()``, then the classifier's ``.grad``."""
+    weight = find_classifiers(model)[0].weight
+    grads = []
+    for i in range(x.shape[0]):
+        model.zero_grad(set_to_none=True)
+        with autocast():
+            logits = model(x[i : i + 1])
+        introspection_loss(loss, logits.float(), target).sum().backward()
+        grads.append(weight.grad.detach().clone())
+    return torch.stack(grads)
+
+
+def bench(name: str, batch: int, args) -> dict:
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    torch.manual_seed(0)
+    model = create_model(name, args.num_classes, cifar_stem=args.cifar_stem).to(device).eval()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).to(memory_format=memory_format)
+
+    def autocast():
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    # (d) needs a model whose weights require grad, as in the paper; build it before wrapping freezes f
+    paper_model = None
+    if not args.skip_paper:
+        paper_model = create_model(name, args.num_classes, cifar_stem=args.cifar_stem).to(device).eval()
+        paper_model.load_state_dict(model.state_dict())
+        paper_model = paper_model.to(memory_format=memory_format)
+
+    head = IntrospectiveHead.wrap(model, loss=args.loss).to(device)
+    with torch.no_grad(), autocast():
+        head.fit([x], progress=False)
+    forward = torch.compile(model) if args.compile else model
+    if args.compile:
+        head.model = forward
+        head.introspective_net = torch.compile(head.introspective_net)
+
+    def run_forward():
+        with torch.inference_mode(), autocast():
+            return forward(x)
+
+    def run_introspect():
+        with torch.no_grad(), autocast():
+            return head(x)
+
+    def run_features():
+        with torch.no_grad(), autocast():
+            return head.flat_features(x)
+
+    rows = {}
+    for key, fn in (("forward", run_forward), ("introspect", run_introspect), ("features", run_features)):
+        times = timed(fn, args.warmup, args.repeats, device)
+        rows[key] = {"median_s": statistics.median(times), "images_per_s": batch / statistics.median(times), "times_s": times}
+    if paper_model is not None:
+        n = min(args.paper_images, batch)
+        times = timed(lambda: paper_way(paper_model, x[:n], args.loss, 1.0, autocast), 1, max(1, args.repeats // 3), device)
+        rows["paper"] = {"median_s": statistics.median(times), "images_per_s": n / statistics.median(times), "times_s": times, "images": n}
+
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    result = {
+        "model": name, "batch_size": batch, "img_size": args.img_size, "dtype": args.dtype, "device": str(device),
+        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "rows": rows,
+        "introspect_over_forward": rows["introspect"]["median_s"] / rows["forward"]["median_s"],
+        "features_over_forward": rows["features"]["median_s"] / rows["forward"]["median_s"],
+        "peak_memory_bytes": peak,
+    }
+    if "paper" in rows:
+        result["paper_over_introspect"] = rows["introspect"]["images_per_s"] / rows["paper"]["images_per_s"]
+    return result
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = []
+    for name in args.model:
+        for batch in args.batch_size:
+            r = bench(name, batch, args)
+            results.append(r)
+            print(f"\n{name}  batch {batch}  {args.img_size}px  {args.dtype}  {args.device}"
+                  f"{'  channels_last' if args.channels_last else ''}{'  compiled' if args.compile else ''}")
+            print(f"  {'':12s} {'images/s':>10s} {'ms/batch':>10s}")
+            for key, row in r["rows"].items():
+                print(f"  {key:12s} {row['images_per_s']:10.1f} {1000 * row['median_s'] * batch / row.get('images', batch):10.2f}")
+            print(f"  (b)/(a) time: {r['introspect_over_forward']:.3f}   (c)/(a) time: {r['features_over_forward']:.3f}", end="")
+            if "paper_over_introspect" in r:
+                print(f"   (d)/(b) speed-up: {r['paper_over_introspect']:.1f}x", end="")
+            print()
+    if args.json:
+        meta = {"torch": torch.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

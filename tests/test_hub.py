@@ -1,0 +1,178 @@
+"""Saving, pushing and loading through the real huggingface_hub client over HTTP (tests/hub_server.py)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import constants
+from huggingface_hub.errors import HfHubHTTPError
+
+from hub_server import HubServer
+from timm_introspect import CheckpointError, IntrospectiveHead
+from timm_introspect.hub import load_strict
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A Hub on 127.0.0.1, an empty cache, a token: the client configured as a user would."""
+    with HubServer() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        yield server
+
+
+def make_head(name: str, size: int, **kwargs) -> tuple[IntrospectiveHead, torch.Tensor]:
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=4, **kwargs)
+    head = IntrospectiveHead.wrap(model, loss="mse-M", label_names=["cat", "dog", "ship", "frog"])
+    x = torch.randn(6, 3, size, size)
+    head.fit([x[:3], x[3:]], progress=False)
+    torch.nn.init.normal_(head.introspective_net[0].weight)  # an H that is not just its init
+    head.metrics = {"clean": {"f": {"accuracy": 0.5, "ece": 0.2}, "H": {"accuracy": 0.6, "ece": 0.1}}}
+    head.dataset = "uoft-cs/cifar10"
+    return head, x
+
+
+@pytest.mark.parametrize("name, kwargs, size", [("resnet18", {}, 32), ("vit_tiny_patch16_224", {"img_size": 32}, 32)])
+def test_push_and_load_round_trip_is_bit_identical(hub, name, kwargs, size, tmp_path, monkeypatch):
+    head, x = make_head(name, size, **kwargs)
+    head.push_to_hub("tester/introspective")
+    assert set(hub.state.repos["tester/introspective"].files) == {
+        "config.json", "model.safetensors", "introspection_config.json", "introspection.safetensors", "README.md"
+    }
+    loaded = IntrospectiveHead.from_pretrained("tester/introspective")
+    assert any(m == "GET" and "introspection.safetensors" in p for m, p in hub.state.requests)
+    expected, got = head(x), loaded(x)
+    assert torch.equal(got.base_logits, expected.base_logits)
+    assert torch.equal(got.logits, expected.logits)
+    assert loaded.label_names == head.label_names and loaded.metrics == head.metrics
+    assert loaded.loss == "mse" and loaded.target == "M" and torch.equal(loaded.target_value, head.target_value)
+
+    # plain timm still loads the backbone from the same repo, over HTTP
+    backbone = timm.create_model("hf-hub:tester/introspective", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(backbone(x), expected.base_logits)
+
+    # offline, from the cache only
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.state.requests.clear()
+    offline = IntrospectiveHead.from_pretrained("tester/introspective")
+    assert hub.state.requests == []
+    assert torch.equal(offline(x).logits, expected.logits)
+
+
+def test_model_card_has_results_and_model_index(hub):
+    head, _ = make_head("resnet18", 32)
+    head.push_to_hub("tester/card")
+    card = hub.state.repos["tester/card"].files["README.md"].decode()
+    assert "library_name: timm-introspect" in card and "model-index:" in card
+    assert "| clean | H | 0.6000 | 0.1000 |" in card
+    assert 'IntrospectiveHead.from_pretrained("tester/card")' in card
+    assert "MLP 2048 → 300 → 100 → 4" in card
+    assert "cat, dog, ship, frog" in card
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_failed_push_leaves_local_folder_intact(hub, tmp_path):
+    head, x = make_head("resnet18", 32)
+    folder = tmp_path / "model"
+    head.save_pretrained(folder)
+    before = tree_digest(folder)
+    hub.state.fail_commits = True
+    with pytest.raises(HfHubHTTPError):
+        head.push_to_hub("tester/broken")
+    assert tree_digest(folder) == before
+    assert torch.equal(IntrospectiveHead.from_pretrained(folder)(x).logits, head(x).logits)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    head, x = make_head("resnet18", 32)
+    folder = tmp_path / "model"
+    head.save_pretrained(folder)
+    return folder
+
+
+def test_missing_file(saved):
+    (saved / "introspection.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="has no introspection.safetensors"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_plain_timm_model_is_not_introspective(tmp_path):
+    folder = tmp_path / "plain"
+    timm.models.save_for_hf(timm.create_model("resnet18", num_classes=4), str(folder), safe_serialization=True)
+    with pytest.raises(CheckpointError, match=r"not a timm-introspect model.*IntrospectiveHead.wrap"):
+        IntrospectiveHead.from_pretrained(folder)
+
+
+def test_pickle_weights_are_never_read(saved):
+    (saved / "model.safetensors").unlink()
+    torch.save({"fc.weight": torch.zeros(4, 512)}, saved / "pytorch_model.bin")  # a pickle next to it
+    with pytest.raises(CheckpointError, match="has no model.safetensors"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble_header"])
+@pytest.mark.parametrize("file", ["model.safetensors", "introspection.safetensors"])
+def test_corrupt_safetensors(saved, damage, file):
+    path = saved / file
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:8] + b"{garbage" + data[16:])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_class_count_mismatch(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["num_classes"] = 10
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="10 classes.*says 4"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_shape_mismatch(saved):
+    cfg = json.loads((saved / "introspection_config.json").read_text())
+    cfg["introspective_net"]["hidden"] = [200, 100]
+    (saved / "introspection_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"other shapes.*nothing was loaded"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_weights_of_another_model(saved, tmp_path):
+    other, _ = make_head("resnet34", 32)
+    other.save_pretrained(tmp_path / "other")
+    (saved / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="unexpected"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_incompatible_format_version(saved):
+    cfg = json.loads((saved / "introspection_config.json").read_text())
+    cfg["format_version"] = 99
+    (saved / "introspection_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="format_version 99.*reads format 1"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_unknown_repo(hub):
+    with pytest.raises(CheckpointError, match="neither a local folder nor a Hub repository"):
+        IntrospectiveHead.from_pretrained("tester/does-not-exist")
+
+
+def test_failed_strict_load_changes_nothing():
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    state = {"0.weight": torch.ones(2, 3), "0.bias": torch.ones(2), "1.weight": torch.ones(3, 2), "1.bias": torch.ones(2)}
+    with pytest.raises(CheckpointError, match="nothing was loaded"):
+        load_strict(module, state, "test.safetensors")
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in before.items())
