@@ -10,6 +10,7 @@
 from .classifier import ClassifierLayer, find_classifiers
 from .errors import (
     CheckpointError,
+    DataError,
     InputShapeError,
     IntrospectionError,
     NoClassifierError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ClassifierLayer",
+    "DataError",
     "FeatureScaler",
     "InputShapeError",
     "IntrospectionError",

@@ -14,6 +14,7 @@ __all__ = [
     "InputShapeError",
     "NotFittedError",
     "CheckpointError",
+    "DataError",
 ]
 
 
@@ -43,3 +44,7 @@ class NotFittedError(IntrospectionError, RuntimeError):
 
 class CheckpointError(IntrospectionError, ValueError):
     """A saved model is missing, corrupt, mismatched or from an incompatible version; nothing was loaded."""
+
+
+class DataError(IntrospectionError, ValueError):
+    """A dataset cannot be used as given (no labels, a missing column, an unreadable image, ...)."""

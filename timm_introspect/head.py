@@ -22,7 +22,6 @@ from .errors import CheckpointError, InputShapeError, NotFittedError, Unsupporte
 from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .losses import loss_delta, parse_loss
 from .mlp import IntrospectiveMLP
-from .models import use_cifar_stem
 from .scaling import FeatureScaler
 
 __all__ = ["IntrospectiveHead", "IntrospectiveOutput"]
@@ -372,14 +371,7 @@ class IntrospectiveHead(
                 f"config.json says {timm_cfg['num_classes']} classes but {hub.INTROSPECTION_CONFIG} says "
                 f"{cfg.num_classes}: the files come from different models; save the model again"
             )
-        model_args = {**timm_cfg.get("model_args", {}), "num_classes": timm_cfg["num_classes"]}
-        model = timm.create_model(
-            timm_cfg["architecture"], pretrained=False, pretrained_cfg_overlay=timm_cfg.get("pretrained_cfg") or None,
-            **model_args,
-        )
-        if cfg.cifar_stem:
-            use_cifar_stem(model)
-        hub.load_strict(model, hub.load_tensors(paths[hub.TIMM_WEIGHTS]), hub.TIMM_WEIGHTS)
+        model = hub.build_backbone(timm_cfg, paths[hub.TIMM_WEIGHTS], cifar_stem=cfg.cifar_stem)
 
         if introspective_net is None:
             net_cfg = cfg.introspective_net

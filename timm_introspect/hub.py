@@ -28,8 +28,10 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, 
 from torch import nn
 
 from .errors import CheckpointError
+from .models import use_cifar_stem
 
-__all__ = ["FORMAT_VERSION", "IntrospectionConfig", "download_files", "load_strict", "load_tensors", "read_timm_config"]
+__all__ = ["FORMAT_VERSION", "IntrospectionConfig", "download_files", "build_backbone", "load_strict", "load_tensors",
+           "read_timm_config"]
 
 #: Version of the introspection files' layout; loading refuses any other.
 FORMAT_VERSION = 1
@@ -184,6 +186,19 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
             "The files come from different models or versions: save the model again"
         )
     module.load_state_dict(state, strict=skip_prefix is None)
+
+
+def build_backbone(timm_cfg: dict[str, Any], weights: str | Path, cifar_stem: bool = False) -> nn.Module:
+    """f rebuilt from timm's ``config.json`` contents and its weights, loaded strictly."""
+    model_args = {**timm_cfg.get("model_args", {}), "num_classes": timm_cfg["num_classes"]}
+    model = timm.create_model(
+        timm_cfg["architecture"], pretrained=False, pretrained_cfg_overlay=timm_cfg.get("pretrained_cfg") or None,
+        **model_args,
+    )
+    if cifar_stem:
+        use_cifar_stem(model)
+    load_strict(model, load_tensors(weights), TIMM_WEIGHTS)
+    return model.eval()
 
 
 def timm_versions() -> tuple[str, str]:

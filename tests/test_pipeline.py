@@ -1,0 +1,222 @@
+"""The main jobs on small data the tests build: datasets in, f trained, H fitted on cached r_x, evaluated.
+
+Covers the feature cache (reuse and invalidation), resume-equals-uninterrupted, two processes, and
+bad datasets.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from timm_introspect import DataError, IntrospectiveHead
+from timm_introspect.data import load_images
+from timm_introspect.pipeline import evaluate, fit_head, load_backbone, train_backbone
+from timm_introspect.training import Schedule
+
+CLASSES = ["red", "green", "blue"]
+
+
+def make_images(n: int, seed: int, mode: str = "RGB", size: int = 16) -> tuple[list[Image.Image], list[int]]:
+    """Noisy images whose dominant colour channel is the class: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(n):
+        label = i % 3
+        arr = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+        arr[..., label] += 150
+        img = Image.fromarray(arr)
+        images.append(img.convert(mode))
+        labels.append(label)
+    return images, labels
+
+
+def write_parquet(folder: Path, split: str, images, labels=None, label_names=CLASSES) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"img": images}
+    features = {"img": datasets.Image()}
+    if labels is not None:
+        data["label"] = labels
+        features["label"] = datasets.ClassLabel(names=label_names)
+    ds = datasets.Dataset.from_dict(data, features=datasets.Features(features))
+    ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny") / "data"
+    write_parquet(folder, "train", *make_images(48, 0))
+    write_parquet(folder, "test", *make_images(24, 1))
+    return folder
+
+
+FAST = dict(batch_size=16, seed=0)
+
+
+def backbone_schedule(epochs=2):
+    return Schedule(epochs=epochs, lr=0.05, kind="onecycle")
+
+
+def head_schedule(epochs=3):
+    return Schedule(epochs=epochs, lr=0.1, weight_decay=5e-3, kind="onecycle")
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("f")
+    train = load_images(str(tiny), "train")
+    train_backbone(train, out, "test_resnet", cifar_stem=True, schedule=backbone_schedule(), **FAST)
+    return out
+
+
+def test_loads_parquet_folder_with_columns_and_names(tiny):
+    train = load_images(str(tiny), "train")
+    assert (train.image_column, train.label_column, train.label_names) == ("img", "label", CLASSES)
+    assert len(train) == 48 and train.num_classes == 3
+    subset = load_images(str(tiny), "train", limit=10, seed=1)
+    assert len(subset) == 10 and set(subset.labels().tolist()) <= {0, 1, 2}
+
+
+def test_train_fit_evaluate_end_to_end(tiny, backbone_dir, tmp_path):
+    assert {"config.json", "model.safetensors", "training.json"} <= {p.name for p in backbone_dir.iterdir()}
+    backbone = load_backbone(backbone_dir)
+    assert backbone.cifar_stem and backbone.num_classes == 3
+    train, test = load_images(str(tiny), "train"), load_images(str(tiny), "test")
+    head = fit_head(backbone, train, tmp_path / "h", loss="mse-M", schedule=head_schedule(), **FAST)
+    assert head.label_names == CLASSES and not torch.isnan(head.target_value)
+    loaded = IntrospectiveHead.from_pretrained(tmp_path / "h")
+    metrics = evaluate(loaded, test, batch_size=8)
+    assert set(metrics) == {"f", "H"}
+    for values in metrics.values():
+        assert values["count"] == 24
+        assert 0 <= values["accuracy"] <= 1 and 0 <= values["ece"] <= 1 and values["nll"] > 0
+    # the colour task is easy: f learns it in two short epochs
+    assert metrics["f"]["accuracy"] > 0.5
+
+
+def cache_dirs(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if (p / "meta.json").is_file()}
+
+
+def test_feature_cache_is_reused_and_invalidated(tiny, backbone_dir, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    train = load_images(str(tiny), "train")
+    fit_head(load_backbone(backbone_dir), train, tmp_path / "a", loss="mse", schedule=head_schedule(1),
+             cache_dir=cache, **FAST)
+    (first,) = cache_dirs(cache)
+    stamp = (cache / first / "features.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    fit_head(load_backbone(backbone_dir), train, tmp_path / "b", loss="mse", schedule=head_schedule(1),
+             cache_dir=cache, **FAST)
+    assert "reusing cached features" in capsys.readouterr().out
+    assert cache_dirs(cache) == {first} and (cache / first / "features.safetensors").stat().st_mtime_ns == stamp
+
+    # another loss, other weights of f, other data: each a new cache entry, never the stale one
+    fit_head(load_backbone(backbone_dir), train, tmp_path / "c", loss="ce", schedule=head_schedule(1),
+             cache_dir=cache, **FAST)
+    assert len(cache_dirs(cache)) == 2
+    changed = load_backbone(backbone_dir)
+    with torch.no_grad():
+        changed.fc.weight.mul_(1.01)
+    fit_head(changed, train, tmp_path / "d", loss="mse", schedule=head_schedule(1), cache_dir=cache, **FAST)
+    assert len(cache_dirs(cache)) == 3
+    fit_head(load_backbone(backbone_dir), load_images(str(tiny), "train", limit=30), tmp_path / "e", loss="mse",
+             schedule=head_schedule(1), cache_dir=cache, **FAST)
+    assert len(cache_dirs(cache)) == 4
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_path):
+    train = load_images(str(tiny), "train")
+    kwargs = dict(loss="mse-M", schedule=head_schedule(3), cache_dir=tmp_path / "cache", **FAST)
+    straight = fit_head(load_backbone(backbone_dir), train, tmp_path / "straight", **kwargs)
+
+    def crash(epoch: int, step: int) -> None:
+        if (epoch, step) == (1, 1):  # in the middle of the second epoch
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed", on_step=crash, **kwargs)
+    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["epoch-0001"]
+    resumed = fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed", **kwargs)
+    for (name, a), (_, b) in zip(straight.introspective_net.state_dict().items(),
+                                 resumed.introspective_net.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_two_processes_count_every_image_once(tiny, backbone_dir, tmp_path):
+    train, test = load_images(str(tiny), "train"), load_images(str(tiny), "test")
+    head = fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    single = evaluate(IntrospectiveHead.from_pretrained(tmp_path / "h"), test, batch_size=5)
+    out = tmp_path / "metrics.json"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "timm_introspect.cli", "evaluate", "--model", str(tmp_path / "h"), "--data", str(tiny),
+           "--split", "test", "--batch-size", "5", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    both = json.loads(out.read_text())["metrics"]
+    for who in ("f", "H"):
+        assert both[who]["count"] == 24  # 24 images over 2 processes x batches of 5: padding is dropped
+        for key in ("accuracy", "ece", "nll", "brier"):
+            assert both[who][key] == pytest.approx(single[who][key], abs=1e-6)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def test_dataset_without_labels(tmp_path):
+    write_parquet(tmp_path / "d", "train", make_images(6, 0)[0], labels=None)
+    with pytest.raises(DataError, match="no label column.*label_column="):
+        load_images(str(tmp_path / "d"), "train")
+
+
+def test_missing_named_column(tiny):
+    with pytest.raises(DataError, match=r"no column 'fine_label'.*\['img', 'label'\]"):
+        load_images(str(tiny), "train", label_column="fine_label")
+
+
+def test_labels_outside_model_classes(tmp_path, backbone_dir):
+    images, labels = make_images(8, 0)
+    write_parquet(tmp_path / "d", "test", images, [i % 5 for i in range(8)], label_names=list("abcde"))
+    data = load_images(str(tmp_path / "d"), "test")
+    head = IntrospectiveHead.wrap(load_backbone(backbone_dir), scale=False)
+    with pytest.raises(DataError, match=r"labels in \[0, 4\], outside the model's 3 classes"):
+        evaluate(head, data)
+
+
+def test_grayscale_is_converted_for_an_rgb_model(tmp_path, backbone_dir):
+    write_parquet(tmp_path / "g", "test", *make_images(6, 0, mode="L"))
+    data = load_images(str(tmp_path / "g"), "test")
+    head = IntrospectiveHead.wrap(load_backbone(backbone_dir), scale=False)
+    metrics = evaluate(head, data, batch_size=4)  # documented conversion: gray -> RGB
+    assert metrics["f"]["count"] == 6
+
+
+def test_unreadable_image_is_named(tmp_path, backbone_dir):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    images, labels = make_images(4, 0)
+    rows = []
+    for i, img in enumerate(images):
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue() if i != 2 else b"not an image at all"
+        rows.append({"bytes": data, "path": f"img_{i}.png"})
+    ds = datasets.Dataset.from_dict({"img": rows, "label": labels},
+                                    features=datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)}))
+    ds.to_parquet(str(folder / "test-00000-of-00001.parquet"))
+    data = load_images(str(folder), "test")
+    head = IntrospectiveHead.wrap(load_backbone(backbone_dir), scale=False)
+    with pytest.raises(DataError, match="cannot read image 'img_2.png'"):
+        evaluate(head, data, batch_size=4)

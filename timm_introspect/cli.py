@@ -1,0 +1,187 @@
+"""``timm-introspect``: train f, fit H, evaluate, or all three in one run.
+
+    timm-introspect run --data ../shared/data/cifar10 --preset quick --out runs/quick
+    timm-introspect train-backbone --data uoft-cs/cifar10 --model resnet18 --cifar-stem --out runs/f
+    timm-introspect fit --backbone runs/f --data uoft-cs/cifar10 --loss mse-M --out runs/introspective
+    timm-introspect evaluate --model runs/introspective --data uoft-cs/cifar10 --split test
+
+Every command runs under ``accelerate launch`` / ``torchrun`` as well (several GPUs or processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .data import load_images
+from .training import SCHEDULES, Schedule
+
+#: Presets: "quick" runs on a CPU in minutes; "paper" is the paper's recipe (Appendix C.1).
+PRESETS = {
+    "quick": dict(model="resnet18", cifar_stem=True, train_limit=2000, test_limit=1000, batch_size=64,
+                  backbone=dict(SCHEDULES["backbone-fast"], epochs=3), head=dict(SCHEDULES["head-fast"], epochs=15)),
+    "paper": dict(model="resnet18", cifar_stem=True, train_limit=None, test_limit=None, batch_size=128,
+                  backbone=SCHEDULES["backbone-paper"], head=SCHEDULES["head-paper"]),
+}
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id or local folder (Parquet / images)")
+    p.add_argument("--image-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--preset", choices=list(PRESETS), default="paper")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--train-limit", type=int, default=None, help="use a random subset of this many images")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--schedule", choices=["paper", "onecycle"], default=None)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="timm-introspect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-backbone", help="train f, a timm classifier, from scratch")
+    _data_args(p)
+    _train_args(p, "backbone")
+    p.add_argument("--model", default=None, help="timm architecture (default: the preset's)")
+    p.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("fit", help="fit H on f's introspective features")
+    _data_args(p)
+    _train_args(p, "head")
+    p.add_argument("--backbone", required=True, help="folder written by train-backbone")
+    p.add_argument("--loss", default="mse-M", help="ce, mse, bce, l1, smooth_l1, nll, soft_margin; '-M' for target M")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: <out>/feature-cache)")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("evaluate", help="accuracy and calibration of f and H")
+    _data_args(p)
+    p.add_argument("--model", required=True, help="folder or Hub repo of an introspective model")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", default=None, help="metrics JSON (default: <model folder>/metrics-<split>.json)")
+
+    p = sub.add_parser("run", help="train f, fit H and evaluate both, with a preset")
+    _data_args(p)
+    p.add_argument("--preset", choices=list(PRESETS), default="quick")
+    p.add_argument("--loss", default="mse-M")
+    p.add_argument("--test-split", default="test")
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def _schedule(preset: dict, kind: str, args: argparse.Namespace) -> Schedule:
+    values = dict(preset[kind])
+    if getattr(args, "epochs", None):
+        values["epochs"] = args.epochs
+    if getattr(args, "lr", None):
+        values["lr"] = args.lr
+    if getattr(args, "schedule", None):
+        values["kind"] = args.schedule
+    return Schedule(**values)
+
+
+def _load(args: argparse.Namespace, split: str, limit: int | None):
+    return load_images(args.data, split, args.image_column, args.label_column, limit=limit, seed=args.seed)
+
+
+def cmd_train_backbone(args: argparse.Namespace) -> None:
+    from .pipeline import train_backbone
+
+    preset = PRESETS[args.preset]
+    train = _load(args, args.train_split, args.train_limit or preset["train_limit"])
+    train_backbone(
+        train, args.out, model_name=args.model or preset["model"],
+        cifar_stem=preset["cifar_stem"] if args.cifar_stem is None else args.cifar_stem,
+        schedule=_schedule(preset, "backbone", args), batch_size=args.batch_size or preset["batch_size"],
+        seed=args.seed, mixed_precision=args.mixed_precision, workers=args.workers,
+    )
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from .pipeline import fit_head, load_backbone
+
+    preset = PRESETS[args.preset]
+    train = _load(args, args.train_split, args.train_limit or preset["train_limit"])
+    fit_head(
+        load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
+        batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
+        mixed_precision=args.mixed_precision, workers=args.workers,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    from accelerate import Accelerator
+
+    from .head import IntrospectiveHead
+    from .pipeline import evaluate
+
+    accelerator = Accelerator()
+    head = IntrospectiveHead.from_pretrained(args.model)
+    images = _load(args, args.split, args.limit)
+    metrics = evaluate(head, images, batch_size=args.batch_size or 256, accelerator=accelerator, workers=args.workers)
+    out = Path(args.out) if args.out else (Path(args.model) / f"metrics-{args.split}.json" if Path(args.model).is_dir() else None)
+    if accelerator.is_main_process:
+        for who, values in metrics.items():
+            print(f"{who}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"data": args.data, "split": args.split, "metrics": metrics}, indent=2))
+            print(f"metrics written to {out}")
+    return metrics
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from .head import IntrospectiveHead
+    from .pipeline import evaluate, fit_head, train_backbone
+
+    preset = PRESETS[args.preset]
+    out = Path(args.out)
+    batch = args.batch_size or preset["batch_size"]
+    times = {}
+    train = _load(args, "train", preset["train_limit"])
+    test = _load(args, args.test_split, preset["test_limit"])
+    t0 = time.perf_counter()
+    backbone = train_backbone(train, out / "backbone", preset["model"], preset["cifar_stem"],
+                              Schedule(**preset["backbone"]), batch, args.seed, workers=args.workers)
+    times["train_backbone_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit_head(backbone, train, out / "introspective", loss=args.loss, schedule=Schedule(**preset["head"]),
+             batch_size=batch, seed=args.seed, workers=args.workers)
+    times["fit_head_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    head = IntrospectiveHead.from_pretrained(out / "introspective")
+    metrics = evaluate(head, test, batch_size=256, workers=args.workers)
+    times["evaluate_s"] = time.perf_counter() - t0
+    head.metrics = {args.test_split: metrics}
+    (out / "introspective" / "README.md").unlink(missing_ok=True)
+    head.save_pretrained(out / "introspective")  # the model card now shows the results
+    result = {"data": args.data, "preset": args.preset, "train_images": len(train), "test_images": len(test),
+              "metrics": metrics, "times": times}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    for who, values in metrics.items():
+        print(f"{who}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+    print(f"model: {out / 'introspective'}   metrics: {out / 'metrics.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

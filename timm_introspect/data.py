@@ -1,0 +1,162 @@
+"""Image classification data from ``datasets``, preprocessed for a timm model.
+
+A source is a Hub dataset id (default ``uoft-cs/cifar10``) or a local folder that ``datasets`` can
+read (Parquet files such as ``../shared/data/cifar10``, or an image folder). The image and label
+columns are found from the dataset's features (``Image`` and ``ClassLabel``) or named explicitly.
+Images are decoded here, not by ``datasets``, so that an unreadable one is reported by name; images
+are converted to the model's channels (grayscale -> RGB by repetition: ``PIL.Image.convert``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import datasets
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torchvision import transforms
+
+from .errors import DataError
+
+__all__ = ["LabeledImages", "load_images", "make_transform"]
+
+
+@dataclass
+class LabeledImages:
+    """A ``datasets.Dataset`` of images with labels, and what is known about its columns."""
+
+    dataset: datasets.Dataset
+    image_column: str
+    label_column: str
+    label_names: list[str] | None
+    source: str
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def num_classes(self) -> int:
+        if self.label_names:
+            return len(self.label_names)
+        return int(max(self.dataset[self.label_column])) + 1
+
+    def labels(self) -> torch.Tensor:
+        return torch.as_tensor(self.dataset[self.label_column], dtype=torch.long)
+
+    def check_labels(self, num_classes: int) -> None:
+        """Raise :class:`DataError` unless every label is a class index of a ``num_classes``-way model."""
+        labels = self.labels()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DataError(
+                f"{self.source} [{self.split}] has labels in [{labels.min().item()}, {labels.max().item()}], outside the "
+                f"model's {num_classes} classes [0, {num_classes - 1}]: use a model with as many classes as the data, "
+                "or the dataset it was trained on"
+            )
+
+    def torch_dataset(self, transform: Callable[[Image.Image], torch.Tensor], channels: int = 3) -> datasets.Dataset:
+        """The dataset yielding ``{"pixel_values": tensor, "label": int}``, decoding images on access."""
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, "RGB")
+        image_column, label_column = self.image_column, self.label_column
+
+        def apply(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            pixels = [transform(_decode(item, mode)) for item in batch[image_column]]
+            return {"pixel_values": pixels, "label": batch[label_column]}
+
+        raw = self.dataset.cast_column(image_column, datasets.Image(decode=False))
+        return raw.with_transform(apply)
+
+
+def _decode(item: dict[str, Any] | Image.Image, mode: str) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item.convert(mode)
+    try:
+        if item.get("bytes") is not None:
+            image = Image.open(io.BytesIO(item["bytes"]))
+        else:
+            image = Image.open(item["path"])
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        where = item.get("path") or "an embedded image"
+        raise DataError(f"cannot read image {where!r} ({err}); fix or remove it from the dataset") from err
+    return image.convert(mode)
+
+
+def load_images(
+    source: str = "uoft-cs/cifar10",
+    split: str = "train",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> LabeledImages:
+    """Load one split of an image classification dataset.
+
+    Args:
+        source: a Hub dataset id or a local folder (Parquet files, or an image folder).
+        split: the split name (``"train"``, ``"test"``, ...).
+        image_column, label_column: column names; found from the features when not given.
+        limit: keep a random subset of this many rows (seeded; CIFAR files are sorted by class).
+        seed: seed of that subset.
+    """
+    try:
+        if Path(source).is_dir():
+            ds = datasets.load_dataset(str(source), split=split)
+        else:
+            ds = datasets.load_dataset(source, split=split)
+    except ValueError as err:
+        if "split" in str(err).lower():
+            raise DataError(f"{source} has no split {split!r} ({err})") from err
+        raise
+    features = ds.features
+    if image_column is None:
+        image_column = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
+        if image_column is None:
+            raise DataError(f"{source} has no image column (columns: {list(features)}): name it with image_column=")
+    elif image_column not in features:
+        raise DataError(f"{source} has no column {image_column!r}; its columns are {list(features)}")
+    if label_column is None:
+        label_column = next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+        label_column = label_column or next((k for k in ("label", "labels") if k in features), None)
+        if label_column is None:
+            raise DataError(
+                f"{source} has no label column (columns: {list(features)}): training and evaluation need labels; "
+                "name the column with label_column="
+            )
+    elif label_column not in features:
+        raise DataError(f"{source} has no column {label_column!r}; its columns are {list(features)}")
+    feature = features[label_column]
+    label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if not isinstance(feature, datasets.ClassLabel) and not (
+        isinstance(feature, datasets.Value) and feature.dtype.startswith("int")
+    ):
+        raise DataError(f"label column {label_column!r} of {source} holds {feature}, not class indices")
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit))
+    return LabeledImages(ds, image_column, label_column, label_names, str(source), split)
+
+
+def make_transform(model: nn.Module, train: bool, cifar_augment: bool | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """Preprocessing from the model's timm data config.
+
+    For 32 px models (``cifar_augment`` None: decided by the input size) training uses the CIFAR
+    augmentation: random crop with 4 px padding and horizontal flip; evaluation only normalizes.
+    Other sizes use ``timm.data.create_transform``.
+    """
+    from timm.data import create_transform, resolve_model_data_config
+
+    cfg = resolve_model_data_config(model)
+    size = cfg["input_size"][-1]
+    if cifar_augment is None:
+        cifar_augment = size <= 64
+    if cifar_augment:
+        steps: list[Callable] = [transforms.Resize((size, size))]
+        if train:
+            steps += [transforms.RandomCrop(size, padding=size // 8), transforms.RandomHorizontalFlip()]
+        steps += [transforms.ToTensor(), transforms.Normalize(cfg["mean"], cfg["std"])]
+        return transforms.Compose(steps)
+    return create_transform(**cfg, is_training=train)

@@ -1,0 +1,51 @@
+"""Accuracy and calibration metrics, as pure functions of logits and labels.
+
+ECE and MCE use 10 equal-width confidence bins (Guo et al., 2017): a sample with confidence p falls in
+bin ``ceil(p * n_bins) - 1`` (bins are ``(lo, hi]``; confidence 0 goes to the first bin). ECE is the
+sample-weighted mean of ``|accuracy - confidence|`` over bins, MCE its maximum over non-empty bins.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "nll"]
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of samples whose arg-max logit is the label."""
+    return (logits.argmax(-1) == labels).float().mean().item()
+
+
+def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> tuple[float, float]:
+    """(ECE, MCE) of the softmax confidence with ``n_bins`` equal-width bins."""
+    probs = torch.softmax(logits.double(), -1)
+    confidence, predicted = probs.max(-1)
+    correct = (predicted == labels).double()
+    bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    count = torch.bincount(bins, minlength=n_bins).double()
+    conf_sum = torch.bincount(bins, weights=confidence, minlength=n_bins)
+    acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
+    nonempty = count > 0
+    gaps = (acc_sum[nonempty] - conf_sum[nonempty]).abs() / count[nonempty]
+    ece = (gaps * count[nonempty]).sum() / count.sum()
+    return ece.item(), gaps.max().item() if gaps.numel() else 0.0
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the labels under the softmax."""
+    return F.cross_entropy(logits.double(), labels).item()
+
+
+def brier_score(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean squared error between softmax probabilities and one-hot labels, over samples and classes."""
+    probs = torch.softmax(logits.double(), -1)
+    return ((probs - F.one_hot(labels, probs.shape[-1]).double()) ** 2).mean().item()
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> dict[str, float]:
+    """accuracy, ece, mce, nll and brier in one dict."""
+    ece, mce = calibration_errors(logits, labels, n_bins)
+    return {"accuracy": accuracy(logits, labels), "ece": ece, "mce": mce, "nll": nll(logits, labels),
+            "brier": brier_score(logits, labels), "count": int(labels.numel())}

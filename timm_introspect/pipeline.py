@@ -1,0 +1,261 @@
+"""The main jobs: train f, fit H on cached introspective features, evaluate f against H.
+
+Each job is a function (used by the CLI, ``timm_introspect.cli``) that runs under ``accelerate``:
+the same call works on one CPU and under ``accelerate launch`` / ``torchrun`` with many processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import safetensors.torch
+import timm
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from . import hub
+from .data import LabeledImages, make_transform
+from .errors import CheckpointError
+from .head import IntrospectiveHead
+from .metrics import classification_metrics
+from .models import create_model
+from .training import Schedule, make_accelerator, train_loop
+
+__all__ = ["evaluate", "extract_features", "fit_head", "load_backbone", "save_backbone", "train_backbone"]
+
+CACHE_FORMAT = 1
+
+
+def _loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:
+    channels = model.pretrained_cfg.get("input_size", (3,))[0]
+    ds = images.torch_dataset(make_transform(model, train=train), channels=channels)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=workers, drop_last=False,
+                      collate_fn=_collate, persistent_workers=workers > 0)
+
+
+def _collate(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([r["pixel_values"] for r in rows]), torch.as_tensor([r["label"] for r in rows])
+
+
+# --- f -------------------------------------------------------------------------------------------
+
+def save_backbone(model: nn.Module, out_dir: str | Path, label_names: list[str] | None = None) -> None:
+    """f in timm's Hub layout (``config.json`` + ``model.safetensors``), plus the CIFAR-stem flag."""
+    model_config: dict[str, Any] = {}
+    if label_names:
+        model_config["label_names"] = list(label_names)
+    if getattr(model, "cifar_stem", False):
+        model_config["cifar_stem"] = True
+    timm.models.save_for_hf(model, str(out_dir), model_config=model_config or None, safe_serialization=True)
+
+
+def load_backbone(folder: str | Path) -> nn.Module:
+    """f from a folder written by :func:`save_backbone` (strict, safetensors only)."""
+    folder = Path(folder)
+    for name in (hub.TIMM_CONFIG, hub.TIMM_WEIGHTS):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder} has no {name}: pass a folder written by `timm-introspect train-backbone`")
+    cfg = hub.read_timm_config(folder / hub.TIMM_CONFIG)
+    return hub.build_backbone(cfg, folder / hub.TIMM_WEIGHTS, cifar_stem=bool(cfg.get("cifar_stem")))
+
+
+def train_backbone(
+    train: LabeledImages,
+    out_dir: str | Path,
+    model_name: str = "resnet18",
+    cifar_stem: bool = True,
+    schedule: Schedule | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    mixed_precision: str = "no",
+    workers: int = 0,
+    test: LabeledImages | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> nn.Module:
+    """Train a timm classifier from scratch (f) and save it to ``out_dir`` (timm layout)."""
+    out_dir = Path(out_dir)
+    accelerator = make_accelerator(out_dir, seed, mixed_precision)
+    schedule = schedule or Schedule(epochs=200)
+    model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem)
+    train.check_labels(train.num_classes)
+    loader = _loader(train, model, True, batch_size, workers)
+
+    def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step)
+    model.eval()
+    if accelerator.is_main_process:
+        save_backbone(model, out_dir, train.label_names)
+        info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": train.split,
+                "images": len(train), "schedule": schedule.__dict__, "seed": seed}
+        if test is not None:
+            logits, labels = _predict(accelerator, model, _loader(test, model, False, batch_size, workers))
+            info["test"] = classification_metrics(logits, labels)
+        (out_dir / "training.json").write_text(json.dumps(info, indent=2))
+    accelerator.wait_for_everyone()
+    return model
+
+
+@torch.no_grad()
+def _predict(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    model = model.to(accelerator.device).eval()
+    loader = accelerator.prepare(loader)
+    outs, labels = [], []
+    for x, y in tqdm(loader, desc="predict", leave=False, disable=not accelerator.is_local_main_process):
+        out, y = accelerator.gather_for_metrics((model(x), y))
+        outs.append(out.float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(outs), torch.cat(labels)
+
+
+# --- r_x, cached --------------------------------------------------------------------------------
+
+def _fingerprint(head: IntrospectiveHead, images: LabeledImages) -> str:
+    """Cache key: f's weights, the loss and target, the data (rows and transform), the format."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(head.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, images.source, images.split,
+                         images.dataset._fingerprint, repr(make_transform(head.model, train=False))]).encode())
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def extract_features(
+    accelerator: Accelerator,
+    head: IntrospectiveHead,
+    images: LabeledImages,
+    cache_dir: str | Path,
+    batch_size: int = 256,
+    workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, Path]:
+    """Raw flat r_x ``(n, F)`` and labels ``(n,)`` of a dataset, from the cache or extracted once.
+
+    For a "-M" loss, M (the mean max-logit over these images) is estimated first and stored with the
+    cache. The cache folder is keyed by f's weights, loss, target and data, so a stale one is never
+    used; it is complete only once its ``meta.json`` is written.
+    """
+    key = _fingerprint(head, images)
+    folder = Path(cache_dir) / key
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        loader = accelerator.prepare(_loader(images, head.model, False, batch_size, workers))
+        head.to(accelerator.device)
+        show = accelerator.is_local_main_process
+        m_value = None
+        if head.target == "M":
+            total, count = torch.zeros((), dtype=torch.float64), 0
+            for x, _ in tqdm(loader, desc="introspect: target M", disable=not show):
+                top = accelerator.gather_for_metrics(head.model(x).float().amax(-1))
+                total += top.double().sum().cpu()
+                count += top.numel()
+            m_value = (total / count).item()
+            head.target_value.fill_(m_value)
+        feats, labels = [], []
+        for x, y in tqdm(loader, desc="introspect: features", disable=not show):
+            _, r = head.flat_features(x)
+            r, y = accelerator.gather_for_metrics((r, y))
+            feats.append(r.float().cpu())
+            labels.append(y.cpu())
+        features, labels_t = torch.cat(feats), torch.cat(labels)
+        if accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            safetensors.torch.save_file({"features": features.contiguous(), "labels": labels_t.contiguous()},
+                                        str(folder / "features.safetensors"))
+            meta_path.write_text(json.dumps({"key": key, "count": len(labels_t), "num_features": features.shape[1],
+                                             "loss": head.loss, "target": head.target, "target_value": m_value,
+                                             "source": images.source, "split": images.split}, indent=2))
+        accelerator.wait_for_everyone()
+        return features, labels_t, folder
+    meta = json.loads(meta_path.read_text())
+    tensors = hub.load_tensors(folder / "features.safetensors")
+    if head.target == "M":
+        head.target_value.fill_(meta["target_value"])
+    accelerator.print(f"introspect: reusing cached features {folder}")
+    return tensors["features"], tensors["labels"], folder
+
+
+# --- H --------------------------------------------------------------------------------------------
+
+def fit_head(
+    backbone: nn.Module,
+    train: LabeledImages,
+    out_dir: str | Path,
+    loss: str = "mse-M",
+    schedule: Schedule | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    mixed_precision: str = "no",
+    workers: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+) -> IntrospectiveHead:
+    """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir``.
+
+    f is frozen. r_x is extracted once (cached in ``cache_dir``, default ``<out_dir>/feature-cache``),
+    M and the [-1, 1] scale are estimated on it, and H is trained with :func:`train_loop` (resumable).
+    """
+    out_dir = Path(out_dir)
+    accelerator = make_accelerator(out_dir, seed, mixed_precision)
+    schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
+    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names)
+    train.check_labels(head.num_classes)
+    features, labels, _ = extract_features(accelerator, head, train, cache_dir or out_dir / "feature-cache",
+                                           batch_size=batch_size, workers=workers)
+    head.scaler.reset()
+    head.scaler.update(features)
+    scaler = head.scaler.to("cpu")
+    scaled = scaler(features)
+
+    loader = DataLoader(TensorDataset(scaled, labels), batch_size=batch_size, shuffle=True)
+
+    def loss_fn(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(net(x), y)
+
+    net = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints", "H", on_step)
+    head.introspective_net = net.to("cpu")
+    head.to("cpu").eval()
+    head.dataset = train.source
+    if accelerator.is_main_process:
+        head.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()
+    return head
+
+
+@torch.no_grad()
+def evaluate(
+    head: IntrospectiveHead,
+    images: LabeledImages,
+    batch_size: int = 256,
+    accelerator: Accelerator | None = None,
+    workers: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Accuracy, ECE, MCE, NLL and Brier of f and of H on a dataset: ``{"f": {...}, "H": {...}}``.
+
+    With several processes, every image is counted once (``gather_for_metrics``).
+    """
+    accelerator = accelerator or Accelerator()
+    images.check_labels(head.num_classes)
+    head = head.to(accelerator.device).eval()
+    loader = accelerator.prepare(_loader(images, head.model, False, batch_size, workers))
+    f_logits, h_logits, labels = [], [], []
+    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process):
+        out = head(x)
+        f, h, y = accelerator.gather_for_metrics((out.base_logits, out.logits, y))
+        f_logits.append(f.float().cpu())
+        h_logits.append(h.float().cpu())
+        labels.append(y.cpu())
+    labels_t = torch.cat(labels)
+    return {"f": classification_metrics(torch.cat(f_logits), labels_t),
+            "H": classification_metrics(torch.cat(h_logits), labels_t)}

@@ -1,0 +1,139 @@
+"""Training with ``accelerate``: one loop for f (the backbone) and for H, resumable.
+
+The same code runs on one CPU, one GPU, or many processes (``accelerate launch`` / ``torchrun``).
+Checkpoints (``accelerator.save_state``) are written at the end of every epoch under
+``<out>/checkpoints/epoch-NNNN``; a run started again with the same arguments resumes from the
+latest one. Data order depends only on the seed and the epoch (a seedable sampler), so a resumed
+run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["Schedule", "SCHEDULES", "make_accelerator", "train_loop"]
+
+
+@dataclass
+class Schedule:
+    """An SGD schedule. ``kind="paper"``: lr steps x0.2 after 30 %, 60 %, 80 % of the epochs
+    (60 / 120 / 160 of 200, the paper's Appendix C.1); ``kind="onecycle"``: a one-cycle ramp, for quick runs."""
+
+    epochs: int
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    kind: Literal["paper", "onecycle"] = "paper"
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        total = max(1, self.epochs * steps_per_epoch)
+        if self.kind == "paper":
+            epoch = step / max(1, steps_per_epoch)
+            return 0.2 ** sum(epoch >= m * self.epochs for m in (0.3, 0.6, 0.8))
+        warm = max(1, int(0.15 * total))  # one-cycle: linear warm-up to lr, cosine down to ~0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+#: Named schedules: the paper's recipe for f and for H, and fast ones.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "backbone-paper": dict(epochs=200, lr=0.1, weight_decay=5e-4, kind="paper"),
+    "backbone-fast": dict(epochs=30, lr=0.1, weight_decay=5e-4, kind="onecycle"),
+    "head-paper": dict(epochs=200, lr=0.1, weight_decay=5e-3, kind="paper"),
+    "head-fast": dict(epochs=20, lr=0.1, weight_decay=5e-3, kind="onecycle"),
+}
+
+
+def make_accelerator(out_dir: str | Path, seed: int = 0, mixed_precision: str = "no") -> Accelerator:
+    """An Accelerator with a seedable sampler (data order = f(seed, epoch)) and its project dir."""
+    set_seed(seed)
+    return Accelerator(
+        mixed_precision=mixed_precision,
+        project_config=ProjectConfiguration(project_dir=str(out_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+    )
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path | None]:
+    done = sorted(p for p in checkpoint_dir.glob("epoch-*") if (p / "done.json").is_file())
+    if not done:
+        return 0, None
+    return json.loads((done[-1] / "done.json").read_text())["epoch"], done[-1]
+
+
+def train_loop(
+    accelerator: Accelerator,
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    schedule: Schedule,
+    checkpoint_dir: str | Path | None,
+    desc: str = "train",
+    on_step: Callable[[int, int], None] | None = None,
+    keep_checkpoints: int = 2,
+) -> nn.Module:
+    """Train ``model`` for ``schedule.epochs`` epochs, resuming from ``checkpoint_dir`` if it holds one.
+
+    Args:
+        accelerator: from :func:`make_accelerator`.
+        model, loader: not yet prepared; this function prepares them.
+        loss_fn: ``loss_fn(model, batch) -> scalar loss``.
+        schedule: the optimizer and lr schedule.
+        checkpoint_dir: where epoch checkpoints go (``None``: no checkpoints, no resume).
+        on_step: called after every optimizer step with ``(epoch, step)``.
+        keep_checkpoints: how many of the latest checkpoints to keep.
+
+    Returns:
+        The trained model, unwrapped.
+    """
+    optimizer = schedule.optimizer(p for p in model.parameters() if p.requires_grad)
+    steps_per_epoch = math.ceil(len(loader) / max(1, accelerator.num_processes))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule.lr_factor(s, steps_per_epoch))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    start_epoch = 0
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        start_epoch, latest = _latest_checkpoint(checkpoint_dir)
+        if latest is not None:
+            accelerator.load_state(str(latest))
+            accelerator.print(f"{desc}: resumed from {latest} (epoch {start_epoch}/{schedule.epochs})")
+
+    for epoch in range(start_epoch, schedule.epochs):
+        loader.set_epoch(epoch)
+        model.train()
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}", leave=False,
+                   disable=not accelerator.is_local_main_process)
+        for step, batch in enumerate(bar):
+            loss = loss_fn(model, batch)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+            if on_step is not None:
+                on_step(epoch, step)
+        if checkpoint_dir is not None:
+            path = checkpoint_dir / f"epoch-{epoch + 1:04d}"
+            accelerator.save_state(str(path))
+            if accelerator.is_main_process:
+                (path / "done.json").write_text(json.dumps({"epoch": epoch + 1, "schedule": asdict(schedule)}))
+                for old in sorted(checkpoint_dir.glob("epoch-*"))[:-keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
+            accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model)
