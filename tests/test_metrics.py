@@ -1,0 +1,39 @@
+"""Metrics against hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+
+from timm_introspect.metrics import accuracy, brier_score, calibration_errors, classification_metrics, nll
+
+
+def logits_for(probs):
+    return torch.log(torch.tensor(probs, dtype=torch.float64))
+
+
+def test_calibration_by_hand():
+    # confidences 0.9, 0.9 (bin 9), 0.6 (bin 6), 0.35 -> (0.3, 0.4] bin 4... as three-class rows
+    logits = logits_for([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.3, 0.35, 0.35]])
+    labels = torch.tensor([0, 1, 0, 0])
+    # bin (0.8, 0.9]: acc 1/2, conf 0.9 -> gap 0.4, 2 samples; bin (0.5, 0.6]: acc 1, conf 0.6 -> 0.4;
+    # bin (0.3, 0.4]: predicted class 1 (first max), label 0 -> acc 0, conf 0.35 -> 0.35
+    ece, mce = calibration_errors(logits, labels)
+    assert ece == pytest.approx((2 * 0.4 + 0.4 + 0.35) / 4)
+    assert mce == pytest.approx(0.4)
+
+
+def test_confidence_one_and_empty_bins():
+    logits = torch.tensor([[100.0, 0.0], [100.0, 0.0]], dtype=torch.float64)  # confidence 1.0: the last bin
+    ece, mce = calibration_errors(logits, torch.tensor([0, 1]))
+    assert ece == pytest.approx(0.5) and mce == pytest.approx(0.5)
+
+
+def test_accuracy_nll_brier():
+    logits = logits_for([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    labels = torch.tensor([0, 0])
+    assert accuracy(logits, labels) == 0.5
+    assert nll(logits, labels) == pytest.approx(-(math.log(0.7) + math.log(0.1)) / 2)
+    expected = ((0.3**2 + 0.2**2 + 0.1**2) + (0.9**2 + 0.1**2 + 0.8**2)) / 6
+    assert brier_score(logits, labels) == pytest.approx(expected)
+    assert classification_metrics(logits, labels)["count"] == 2
