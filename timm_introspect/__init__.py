@@ -21,15 +21,18 @@ from .errors import (
 from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .head import IntrospectiveHead, IntrospectiveOutput
 from .losses import LOSSES, introspection_loss, loss_delta, parse_loss
+from .lowrank import FactorizedMLP, RankOneMLP
 from .mlp import IntrospectiveMLP
 from .models import create_model, use_cifar_stem
 from .reference import autograd_features
-from .scaling import FeatureScaler, scale_features
+from .scaling import FactorScaler, FeatureScaler, scale_features
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "FactorScaler",
+    "FactorizedMLP",
     "ClassifierLayer",
     "DataError",
     "FeatureScaler",
@@ -41,6 +44,7 @@ __all__ = [
     "LOSSES",
     "NoClassifierError",
     "NotFittedError",
+    "RankOneMLP",
     "UnknownLossError",
     "UnsupportedClassifierError",
     "autograd_features",

@@ -21,10 +21,14 @@ from .classifier import ClassifierLayer, find_classifiers
 from .errors import CheckpointError, InputShapeError, NotFittedError, UnsupportedClassifierError
 from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .losses import loss_delta, parse_loss
+from .lowrank import FactorizedMLP, RankOneMLP
 from .mlp import IntrospectiveMLP
-from .scaling import FeatureScaler
+from .scaling import FactorScaler, FeatureScaler
 
 __all__ = ["IntrospectiveHead", "IntrospectiveOutput"]
+
+# the H classes that save their constructor arguments (``config()``) and can be rebuilt on loading
+_NETS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (IntrospectiveMLP, RankOneMLP, FactorizedMLP)}
 
 
 @dataclass
@@ -34,12 +38,13 @@ class IntrospectiveOutput:
     Attributes:
         logits: ``(B, N)`` H's prediction from the introspective features.
         base_logits: ``(B, N)`` f's logits, bit-identical to calling the wrapped model.
-        features: ``(B, F)`` the scaled, flattened introspective features H saw.
+        features: ``(B, F)`` the scaled, flattened introspective features H saw (``None`` for an H
+            that reads them in factored form and never materializes them).
     """
 
     logits: torch.Tensor
     base_logits: torch.Tensor
-    features: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 def _images(batch: Any) -> torch.Tensor:
@@ -109,8 +114,13 @@ class IntrospectiveHead(
         self.num_features = sum(math.prod(s) for s in self.feature_shapes.values())
         # target c of the loss: a constant, or NaN until fit() estimates M
         self.register_buffer("target_value", torch.tensor(math.nan if target == "M" else float(target)))
-        self.scaler = FeatureScaler(self.num_features) if scale else nn.Identity()
         self.introspective_net = introspective_net or IntrospectiveMLP(self.num_features, self.num_classes, hidden)
+        if not scale:
+            self.scaler = nn.Identity()
+        elif self.takes_factors:
+            self.scaler = FactorScaler({c.name: tuple(c.weight.shape[:2]) for c in self.classifiers})
+        else:
+            self.scaler = FeatureScaler(self.num_features)
         label_names = label_names or (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
         if label_names is not None and len(label_names) != self.num_classes:
             raise ValueError(f"{len(label_names)} label_names for a model with {self.num_classes} classes")
@@ -229,7 +239,8 @@ class IntrospectiveHead(
             )
         return logits, calls
 
-    def _introspect(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _output_grads(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """f's logits, and for each classifier call its input h and dJ/d(output), per sample."""
         x = self._check_input(x)
         target = self._target()
         logits, calls = self._run_model(x)
@@ -240,16 +251,49 @@ class IntrospectiveHead(
             grads = [delta]  # the classifier output is the logits: dJ/dy = dJ/dz
         else:  # dJ/dy through what follows the classifier (pooling, head averaging): cheap
             grads = torch.autograd.grad(logits, leaves, grad_outputs=delta.to(logits.dtype), allow_unused=True)
-
-        features: dict[str, torch.Tensor] = {}
         grads_iter = iter(grads)
+        # a call whose output does not reach the logits contributes nothing
+        pairs = {name: [(h, g) for (h, _), g in zip(layer_calls, grads_iter) if g is not None]
+                 for name, layer_calls in calls.items()}
+        return logits.detach(), pairs
+
+    def _introspect(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, pairs = self._output_grads(x)
+        features: dict[str, torch.Tensor] = {}
         for layer in self.classifiers:
-            # a layer called several times gets the sum; a call that does not reach the logits adds 0
-            parts = [self._weight_grad(layer, h, g) for (h, _), g in zip(calls[layer.name], grads_iter) if g is not None]
+            # a layer called several times gets the sum of its calls' gradients
+            parts = [self._weight_grad(layer, h, g) for h, g in pairs[layer.name]]
             if not parts:
-                parts = [torch.zeros(x.shape[0], *layer.weight.shape, device=x.device, dtype=delta.dtype)]
+                parts = [torch.zeros(x.shape[0], *layer.weight.shape, device=x.device)]
             features[layer.name] = sum(parts[1:], parts[0])
-        return logits.detach(), features
+        return logits, features
+
+    def introspective_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """f's logits and r_x in factored form, never materialized: per classifier layer ``(delta, h)``.
+
+        ``delta`` is ``(B, S, N)`` and ``h`` is ``(B, S, d)`` over S positions (1 for a pooled linear
+        head), with ``r_x = sum_s delta[:, s, :, None] * h[:, s, None, :]`` (flattened: the raw
+        features of :meth:`flat_features`). Only for linear and 1x1-conv classifiers.
+        """
+        logits, pairs = self._output_grads(x)
+        factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for layer in self.classifiers:
+            if layer.kind == "functional":
+                raise UnsupportedClassifierError(
+                    f"classifier {layer.name} ({type(layer.module).__name__}) has no rank-one gradient: use a "
+                    "materialized H (IntrospectiveMLP) for this model"
+                )
+            deltas, hs = [], []
+            for h, g in pairs[layer.name]:
+                if layer.kind == "conv1x1":  # positions are the spatial ones: (B, C, H, W) -> (B, HW, C)
+                    g, h = g.flatten(2).transpose(1, 2), h.flatten(2).transpose(1, 2)
+                deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]).float())
+                hs.append(h.reshape(h.shape[0], -1, h.shape[-1]).float())
+            if not deltas:
+                n, d = layer.weight.shape[:2]
+                deltas, hs = [torch.zeros(x.shape[0], 1, n, device=x.device)], [torch.zeros(x.shape[0], 1, d, device=x.device)]
+            factors[layer.name] = (torch.cat(deltas, 1), torch.cat(hs, 1))
+        return logits, factors
 
     @staticmethod
     def _weight_grad(layer: ClassifierLayer, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -277,7 +321,15 @@ class IntrospectiveHead(
         logits, features = self._introspect(x)
         return logits, torch.cat([f.flatten(1) for f in features.values()], dim=1)
 
+    @property
+    def takes_factors(self) -> bool:
+        """Whether H reads r_x in factored form (:mod:`timm_introspect.lowrank`) instead of materialized."""
+        return bool(getattr(self.introspective_net, "takes_factors", False))
+
     def forward(self, x: torch.Tensor) -> IntrospectiveOutput:
+        if self.takes_factors:
+            base_logits, factors = self.introspective_factors(x)
+            return IntrospectiveOutput(logits=self.introspective_net(self.scaler(factors)), base_logits=base_logits)
         base_logits, raw = self.flat_features(x)
         features = self.scaler(raw.to(self.target_value.dtype))
         return IntrospectiveOutput(logits=self.introspective_net(features), base_logits=base_logits, features=features)
@@ -307,10 +359,13 @@ class IntrospectiveHead(
             if count == 0:
                 raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
             self.target_value.fill_(total / count)
-        if isinstance(self.scaler, FeatureScaler):
+        if isinstance(self.scaler, (FeatureScaler, FactorScaler)):
             self.scaler.reset()
             for x in batches("introspect: feature scale"):
-                self.scaler.update(self.flat_features(x)[1])
+                if isinstance(self.scaler, FactorScaler):
+                    self.scaler.update(self.introspective_factors(x)[1])
+                else:
+                    self.scaler.update(self.flat_features(x)[1])
             if not bool(self.scaler.fitted):
                 raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
         return self
@@ -321,9 +376,8 @@ class IntrospectiveHead(
         """The contents of ``introspection_config.json`` for this head."""
         net = self.introspective_net
         net_cfg: dict[str, Any] = {"type": type(net).__name__}
-        if isinstance(net, IntrospectiveMLP):
-            net_cfg.update(in_features=net.in_features, num_classes=net.num_classes, hidden=list(net.hidden),
-                           act_layer=net.act_layer.__name__)
+        if type(net).__name__ in _NETS:
+            net_cfg.update(net.config())
         package_version, timm_version = hub.timm_versions()
         return hub.IntrospectionConfig(
             loss=self.loss,
@@ -331,7 +385,7 @@ class IntrospectiveHead(
             num_classes=self.num_classes,
             num_features=self.num_features,
             classifiers=[{"name": c.name, "kind": c.kind, "shape": list(c.weight.shape)} for c in self.classifiers],
-            scale=isinstance(self.scaler, FeatureScaler),
+            scale=not isinstance(self.scaler, nn.Identity),
             introspective_net=net_cfg,
             label_names=self.label_names,
             cifar_stem=bool(getattr(self.model, "cifar_stem", False)),
@@ -374,15 +428,14 @@ class IntrospectiveHead(
         model = hub.build_backbone(timm_cfg, paths[hub.TIMM_WEIGHTS], cifar_stem=cfg.cifar_stem)
 
         if introspective_net is None:
-            net_cfg = cfg.introspective_net
-            if net_cfg.get("type") != "IntrospectiveMLP":
+            net_cfg = dict(cfg.introspective_net)
+            net_type = net_cfg.pop("type", None)
+            if net_type not in _NETS:
                 raise CheckpointError(
-                    f"H is a custom {net_cfg.get('type')!r}: build it and pass it as "
+                    f"H is a custom {net_type!r}: build it and pass it as "
                     "IntrospectiveHead.from_pretrained(..., introspective_net=net); its weights are loaded into it"
                 )
-            introspective_net = IntrospectiveMLP(
-                net_cfg["in_features"], net_cfg["num_classes"], net_cfg["hidden"], getattr(nn, net_cfg["act_layer"])
-            )
+            introspective_net = _NETS[net_type](**net_cfg)
         head = cls(model, loss=cfg.loss, target=cfg.target, introspective_net=introspective_net, scale=cfg.scale,
                    label_names=cfg.label_names)
         saved_layers = [(c["name"], tuple(c["shape"])) for c in cfg.classifiers]
@@ -449,6 +502,12 @@ class IntrospectiveHead(
             model_name=model_name, eval_results=eval_results or None,
         )
         net = cfg.introspective_net
+        if net.get("type") == "IntrospectiveMLP":
+            h_text = f"MLP {' → '.join(map(str, [net['in_features'], *net['hidden'], net['num_classes']]))}, {net['act_layer']} activations"
+        elif net.get("type") in _NETS:
+            h_text = f"{net['type']} ({', '.join(f'{k}={v}' for k, v in net.items() if k != 'type')}), reading r_x in factored form"
+        else:
+            h_text = str(net.get("type"))
         template = resources.files("timm_introspect.hub_cards").joinpath("model_card.md").read_text()
         return ModelCard.from_template(
             card_data,
@@ -465,8 +524,7 @@ class IntrospectiveHead(
             num_features=self.num_features,
             classifier_text=", ".join(f"{c.name}: {' x '.join(map(str, c.weight.shape))}" for c in self.classifiers),
             scale=cfg.scale,
-            h_text=(f"MLP {' → '.join(map(str, [net['in_features'], *net['hidden'], net['num_classes']]))}, "
-                    f"{net['act_layer']} activations") if net.get("type") == "IntrospectiveMLP" else net.get("type"),
+            h_text=h_text,
             label_names=self.label_names,
             results=results,
             metric_names=metric_names,

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
-__all__ = ["IntrospectiveMLP"]
+__all__ = ["IntrospectiveMLP", "mlp_layers", "resolve_act"]
+
+
+def resolve_act(act_layer: type[nn.Module] | str) -> type[nn.Module]:
+    """An activation class, or its name in ``torch.nn`` (``"Sigmoid"``)."""
+    return getattr(nn, act_layer) if isinstance(act_layer, str) else act_layer
+
+
+def mlp_layers(widths: Sequence[int], act_layer: type[nn.Module]) -> list[nn.Module]:
+    """Linear layers between consecutive widths, with an activation between them (none at the end)."""
+    layers: list[nn.Module] = []
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        if i:
+            layers.append(act_layer())
+        layers.append(nn.Linear(w_in, w_out))
+    return layers
 
 
 class IntrospectiveMLP(nn.Sequential):
@@ -16,7 +31,7 @@ class IntrospectiveMLP(nn.Sequential):
         in_features: size of the flat introspective features (``N * d`` for one linear classifier).
         num_classes: N, the number of classes of f.
         hidden: widths of the hidden layers.
-        act_layer: activation between layers.
+        act_layer: activation between layers (a class or its name in ``torch.nn``).
     """
 
     def __init__(
@@ -24,15 +39,16 @@ class IntrospectiveMLP(nn.Sequential):
         in_features: int,
         num_classes: int,
         hidden: Sequence[int] = (300, 100),
-        act_layer: type[nn.Module] = nn.Sigmoid,
+        act_layer: type[nn.Module] | str = nn.Sigmoid,
     ) -> None:
-        widths = [in_features, *hidden]
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(w_in, w_out), act_layer()]
-        layers.append(nn.Linear(widths[-1], num_classes))
-        super().__init__(*layers)
+        act = resolve_act(act_layer)
+        super().__init__(*mlp_layers([in_features, *hidden, num_classes], act))
         self.in_features = in_features
         self.num_classes = num_classes
         self.hidden = tuple(hidden)
-        self.act_layer = act_layer
+        self.act_layer = act
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, JSON-ready (saved in ``introspection_config.json``)."""
+        return {"in_features": self.in_features, "num_classes": self.num_classes, "hidden": list(self.hidden),
+                "act_layer": self.act_layer.__name__}

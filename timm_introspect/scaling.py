@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import NotFittedError
 
-__all__ = ["FeatureScaler", "scale_features"]
+__all__ = ["FactorScaler", "FeatureScaler", "scale_features"]
 
 
 def scale_features(features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -61,3 +61,56 @@ class FeatureScaler(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_features={self.scale.numel()}"
+
+
+class FactorScaler(nn.Module):
+    """[-1, 1] scaling of r_x in factored form: ``delta`` per class and ``h`` per feature.
+
+    Each factor is divided by its largest absolute value over the training set and clamped, so the
+    rank-one features ``delta' h'^T`` lie in [-1, 1] without ever being materialized. Fitted like
+    :class:`FeatureScaler`: :meth:`reset`, then :meth:`update` on training batches.
+
+    Args:
+        shapes: classifier layer name -> ``(N, d)``, in the order of the factors.
+    """
+
+    def __init__(self, shapes: dict[str, tuple[int, int]]) -> None:
+        super().__init__()
+        self.names = list(shapes)
+        for i, (n, d) in enumerate(shapes.values()):
+            self.register_buffer(f"delta_scale_{i}", torch.zeros(n))
+            self.register_buffer(f"h_scale_{i}", torch.zeros(d))
+        self.register_buffer("fitted", torch.tensor(False))
+        self._fitted_cache = False
+
+    def _scales(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"delta_scale_{i}"), getattr(self, f"h_scale_{i}")
+
+    def reset(self) -> None:
+        for i in range(len(self.names)):
+            for scale in self._scales(i):
+                scale.zero_()
+        self.fitted.fill_(False)
+        self._fitted_cache = False
+
+    @torch.no_grad()
+    def update(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Fold a batch of training factors (``{name: (delta (B, S, N), h (B, S, d))}``) into the max-abs."""
+        for i, name in enumerate(self.names):
+            for scale, factor in zip(self._scales(i), factors[name]):
+                torch.maximum(scale, factor.detach().abs().flatten(0, 1).amax(0).to(scale), out=scale)
+        self.fitted.fill_(True)
+
+    def forward(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not self._fitted_cache:
+            self._fitted_cache = bool(self.fitted)
+            if not self._fitted_cache:
+                raise NotFittedError(
+                    "the [-1, 1] factor scale is not fitted: call head.fit(train_loader) on the training data first"
+                )
+        return {name: tuple(scale_features(f, s) for f, s in zip(factors[name], self._scales(i)))
+                for i, name in enumerate(self.names)}
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._fitted_cache = False
+        super()._load_from_state_dict(*args, **kwargs)
