@@ -2,7 +2,7 @@
 
     (a) forward      f's plain forward pass (inference mode)
     (b) introspect   forward + r_x + scaling + H: ``head(x)``
-    (c) features     r_x alone: ``head.flat_features(x)``
+    (c) features     r_x alone: ``head.flat_features(x)`` (``introspective_factors`` for a factored H)
     (d) paper        one image at a time: ``loss.backward()`` on a model whose weights all require
                      grad, then read the classifier weight's ``.grad``
 
@@ -19,13 +19,14 @@ import argparse
 import contextlib
 import json
 import platform
+import resource
 import statistics
 import time
 from typing import Callable
 
 import torch
 
-from timm_introspect import IntrospectiveHead, find_classifiers, introspection_loss
+from timm_introspect import FactorizedMLP, IntrospectiveHead, RankOneMLP, find_classifiers, introspection_loss
 from timm_introspect.models import create_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -43,12 +44,20 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile f (and H)")
     p.add_argument("--loss", default="mse")
+    p.add_argument("--head", choices=["mlp", "rankone", "factorized"], default="mlp",
+                   help="H: the paper's MLP on materialized r_x, or one reading r_x factored (timm_introspect.lowrank)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--paper-images", type=int, default=32, help="images timed one by one for (d)")
     p.add_argument("--skip-paper", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--data", default=None,
+                   help="also time a whole dataset (a Hub id or local folder): forward pass vs r_x extraction, "
+                        "data loading included")
+    p.add_argument("--data-split", default="test")
+    p.add_argument("--data-limit", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -100,7 +109,10 @@ def bench(name: str, batch: int, args) -> dict:
         paper_model.load_state_dict(model.state_dict())
         paper_model = paper_model.to(memory_format=memory_format)
 
-    head = IntrospectiveHead.wrap(model, loss=args.loss).to(device)
+    shapes = [tuple(c.weight.shape[:2]) for c in find_classifiers(model)]
+    net = {"mlp": None, "rankone": lambda: RankOneMLP(shapes, args.num_classes),
+           "factorized": lambda: FactorizedMLP(shapes, args.num_classes)}[args.head]
+    head = IntrospectiveHead.wrap(model, loss=args.loss, introspective_net=net() if net else None).to(device)
     with torch.no_grad(), autocast():
         head.fit([x], progress=False)
     forward = torch.compile(model) if args.compile else model
@@ -118,7 +130,7 @@ def bench(name: str, batch: int, args) -> dict:
 
     def run_features():
         with torch.no_grad(), autocast():
-            return head.flat_features(x)
+            return head.introspective_factors(x) if head.takes_factors else head.flat_features(x)
 
     rows = {}
     for key, fn in (("forward", run_forward), ("introspect", run_introspect), ("features", run_features)):
@@ -129,10 +141,11 @@ def bench(name: str, batch: int, args) -> dict:
         times = timed(lambda: paper_way(paper_model, x[:n], args.loss, 1.0, autocast), 1, max(1, args.repeats // 3), device)
         rows["paper"] = {"median_s": statistics.median(times), "images_per_s": n / statistics.median(times), "times_s": times, "images": n}
 
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    # peak memory: CUDA allocator peak; on CPU the process's peak RSS (run one configuration per process)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {
         "model": name, "batch_size": batch, "img_size": args.img_size, "dtype": args.dtype, "device": str(device),
-        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "rows": rows,
+        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "head": args.head, "rows": rows,
         "introspect_over_forward": rows["introspect"]["median_s"] / rows["forward"]["median_s"],
         "features_over_forward": rows["features"]["median_s"] / rows["forward"]["median_s"],
         "peak_memory_bytes": peak,
@@ -140,6 +153,49 @@ def bench(name: str, batch: int, args) -> dict:
     if "paper" in rows:
         result["paper_over_introspect"] = rows["introspect"]["images_per_s"] / rows["paper"]["images_per_s"]
     return result
+
+
+def bench_dataset(name: str, batch: int, args) -> dict:
+    """One pass over a dataset (decode, transform, batch) with f alone vs with r_x extraction."""
+    from torch.utils.data import DataLoader
+
+    from timm_introspect.data import load_images, make_transform
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = create_model(name, args.num_classes, cifar_stem=args.cifar_stem).to(device).eval()
+    head = IntrospectiveHead.wrap(model, loss=args.loss, scale=False).to(device)
+    images = load_images(args.data, args.data_split, limit=args.data_limit)
+    dataset = images.torch_dataset(make_transform(model, train=False))
+
+    def collate(rows):
+        return torch.stack([r["pixel_values"] for r in rows])
+
+    def one_pass(fn) -> float:
+        loader = DataLoader(dataset, batch_size=batch, num_workers=args.workers, collate_fn=collate)
+        t0 = time.perf_counter()
+        for x in loader:
+            fn(x.to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    def forward(x):
+        with torch.inference_mode():
+            return model(x)
+
+    def extract(x):
+        with torch.no_grad():
+            return head.flat_features(x)
+
+    one_pass(forward)  # warm-up (and the dataset's own caches)
+    times = {"forward": [], "extract": []}
+    for _ in range(max(1, args.repeats // 3)):
+        times["forward"].append(one_pass(forward))
+        times["extract"].append(one_pass(extract))
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {"model": name, "data": args.data, "images": len(images), "batch_size": batch, "times_s": times,
+            "median_s": median, "extract_over_forward": median["extract"] / median["forward"]}
 
 
 def main(argv=None) -> list[dict]:
@@ -151,7 +207,7 @@ def main(argv=None) -> list[dict]:
         for batch in args.batch_size:
             r = bench(name, batch, args)
             results.append(r)
-            print(f"\n{name}  batch {batch}  {args.img_size}px  {args.dtype}  {args.device}"
+            print(f"\n{name}  batch {batch}  {args.img_size}px  {args.dtype}  {args.device}  H={args.head}"
                   f"{'  channels_last' if args.channels_last else ''}{'  compiled' if args.compile else ''}")
             print(f"  {'':12s} {'images/s':>10s} {'ms/batch':>10s}")
             for key, row in r["rows"].items():
@@ -159,7 +215,15 @@ def main(argv=None) -> list[dict]:
             print(f"  (b)/(a) time: {r['introspect_over_forward']:.3f}   (c)/(a) time: {r['features_over_forward']:.3f}", end="")
             if "paper_over_introspect" in r:
                 print(f"   (d)/(b) speed-up: {r['paper_over_introspect']:.1f}x", end="")
-            print()
+            print(f"\n  peak memory: {r['peak_memory_bytes'] / 2**20:.0f} MiB")
+    if args.data:
+        for name in args.model:
+            for batch in args.batch_size:
+                r = bench_dataset(name, batch, args)
+                results.append(r)
+                print(f"\n{name} over {r['images']} images of {args.data} [{args.data_split}], batch {batch}: "
+                      f"forward pass {r['median_s']['forward']:.2f} s, r_x extraction {r['median_s']['extract']:.2f} s, "
+                      f"ratio {r['extract_over_forward']:.3f}")
     if args.json:
         meta = {"torch": torch.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
         with open(args.json, "w") as f:
