@@ -220,3 +220,34 @@ def test_unreadable_image_is_named(tmp_path, backbone_dir):
     head = IntrospectiveHead.wrap(load_backbone(backbone_dir), scale=False)
     with pytest.raises(DataError, match="cannot read image 'img_2.png'"):
         evaluate(head, data, batch_size=4)
+
+
+def test_image_folder_and_holdout(tmp_path):
+    images, labels = make_images(12, 3)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        path = tmp_path / "folder" / "train" / CLASSES[label] / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+    data = load_images(str(tmp_path / "folder"), "train")
+    assert data.label_names == sorted(CLASSES) and len(data) == 12
+    rest, held = data.split_holdout(0.25, seed=0)
+    assert (len(rest), len(held)) == (9, 3)
+    again_rest, again_held = data.split_holdout(0.25, seed=0)
+    assert again_held.labels().tolist() == held.labels().tolist()
+
+
+def test_cli_train_fit_evaluate_with_holdout(tiny, tmp_path):
+    from timm_introspect.cli import main
+
+    common = ["--data", str(tiny), "--batch-size", "16", "--preset", "quick"]
+    main(["train-backbone", *common, "--model", "test_resnet", "--epochs", "1", "--train-limit", "40",
+          "--holdout", "0.25", "--out", str(tmp_path / "f")])
+    info = json.loads((tmp_path / "f" / "training.json").read_text())
+    assert info["images"] == 30 and info["holdout"] == 0.25
+    main(["fit", *common, "--backbone", str(tmp_path / "f"), "--epochs", "1", "--train-limit", "40",
+          "--use-holdout", "--loss", "ce", "--out", str(tmp_path / "h")])
+    main(["evaluate", "--data", str(tiny), "--model", str(tmp_path / "h"), "--split", "test"])
+    metrics = json.loads((tmp_path / "h" / "metrics-test.json").read_text())["metrics"]
+    assert metrics["f"]["count"] == metrics["H"]["count"] == 24
+    cached = [json.loads(p.read_text()) for p in (tmp_path / "h" / "feature-cache").glob("*/meta.json")]
+    assert [c["count"] for c in cached] == [10]  # H saw the 10 held-out images only

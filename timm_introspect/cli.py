@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p, "backbone")
     p.add_argument("--model", default=None, help="timm architecture (default: the preset's)")
     p.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--holdout", type=float, default=0.0,
+                   help="train f without this fraction of the training images, kept for `fit --use-holdout`")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("fit", help="fit H on f's introspective features")
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True, help="folder written by train-backbone")
     p.add_argument("--loss", default="mse-M", help="ce, mse, bce, l1, smooth_l1, nll, soft_margin; '-M' for target M")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: <out>/feature-cache)")
+    p.add_argument("--use-holdout", action="store_true",
+                   help="fit H on the images f did not see (train-backbone --holdout; paper Fig. 10)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("evaluate", help="accuracy and calibration of f and H")
@@ -107,7 +111,7 @@ def cmd_train_backbone(args: argparse.Namespace) -> None:
         train, args.out, model_name=args.model or preset["model"],
         cifar_stem=preset["cifar_stem"] if args.cifar_stem is None else args.cifar_stem,
         schedule=_schedule(preset, "backbone", args), batch_size=args.batch_size or preset["batch_size"],
-        seed=args.seed, mixed_precision=args.mixed_precision, workers=args.workers,
+        seed=args.seed, mixed_precision=args.mixed_precision, workers=args.workers, holdout=args.holdout,
     )
 
 
@@ -116,6 +120,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     preset = PRESETS[args.preset]
     train = _load(args, args.train_split, args.train_limit or preset["train_limit"])
+    if args.use_holdout:
+        info = json.loads((Path(args.backbone) / "training.json").read_text())
+        if not info.get("holdout"):
+            raise SystemExit(f"{args.backbone} was trained on all its images: train it with --holdout to use --use-holdout")
+        _, train = train.split_holdout(info["holdout"], info["seed"])
     fit_head(
         load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,

@@ -48,6 +48,19 @@ class LabeledImages:
     def labels(self) -> torch.Tensor:
         return torch.as_tensor(self.dataset[self.label_column], dtype=torch.long)
 
+    def split_holdout(self, fraction: float, seed: int = 0) -> tuple["LabeledImages", "LabeledImages"]:
+        """``(rest, held_out)``: a seeded random split, e.g. f on the rest and H on the held-out part
+        (paper, Fig. 10)."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+        parts = self.dataset.train_test_split(test_size=fraction, seed=seed, shuffle=True)
+        return (
+            LabeledImages(parts["train"], self.image_column, self.label_column, self.label_names, self.source,
+                          f"{self.split} (without {fraction:g} held out, seed {seed})"),
+            LabeledImages(parts["test"], self.image_column, self.label_column, self.label_names, self.source,
+                          f"{self.split} (held out {fraction:g}, seed {seed})"),
+        )
+
     def check_labels(self, num_classes: int) -> None:
         """Raise :class:`DataError` unless every label is a class index of a ``num_classes``-way model."""
         labels = self.labels()

@@ -78,9 +78,16 @@ def train_backbone(
     workers: int = 0,
     test: LabeledImages | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    holdout: float = 0.0,
 ) -> nn.Module:
-    """Train a timm classifier from scratch (f) and save it to ``out_dir`` (timm layout)."""
+    """Train a timm classifier from scratch (f) and save it to ``out_dir`` (timm layout).
+
+    With ``holdout`` > 0, f trains without that (seeded) fraction of ``train``, which is recorded in
+    ``training.json`` so that :func:`fit_head` can fit H on the held-out images (paper, Fig. 10).
+    """
     out_dir = Path(out_dir)
+    if holdout:
+        train, _ = train.split_holdout(holdout, seed)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200)
     model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem)
@@ -96,7 +103,7 @@ def train_backbone(
     if accelerator.is_main_process:
         save_backbone(model, out_dir, train.label_names)
         info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": train.split,
-                "images": len(train), "schedule": schedule.__dict__, "seed": seed}
+                "images": len(train), "schedule": schedule.__dict__, "seed": seed, "holdout": holdout}
         if test is not None:
             logits, labels = _predict(accelerator, model, _loader(test, model, False, batch_size, workers))
             info["test"] = classification_metrics(logits, labels)
