@@ -21,8 +21,8 @@ from .training import SCHEDULES, Schedule
 
 #: Presets: "quick" runs on a CPU in minutes; "paper" is the paper's recipe (Appendix C.1).
 PRESETS = {
-    "quick": dict(model="resnet18", cifar_stem=True, train_limit=2000, test_limit=1000, batch_size=64,
-                  backbone=dict(SCHEDULES["backbone-fast"], epochs=3), head=dict(SCHEDULES["head-fast"], epochs=15)),
+    "quick": dict(model="resnet18", cifar_stem=True, train_limit=4000, test_limit=2000, batch_size=64,
+                  backbone=dict(SCHEDULES["backbone-fast"], epochs=4), head=dict(SCHEDULES["head-fast"], epochs=20)),
     "paper": dict(model="resnet18", cifar_stem=True, train_limit=None, test_limit=None, batch_size=128,
                   backbone=SCHEDULES["backbone-paper"], head=SCHEDULES["head-paper"]),
 }
