@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -480,9 +481,11 @@ class IntrospectiveHead(
         cfg = self.introspection_config()
         metrics = metrics if metrics is not None else self.metrics
         dataset = dataset or self.dataset
-        repo_id = repo_id or "<user>/<repo>"
-        model_name = model_name or repo_id.split("/")[-1]
         architecture = self.model.pretrained_cfg.get("architecture", type(self.model).__name__)
+        model_name = model_name or (repo_id.split("/")[-1] if repo_id else f"{architecture}-introspective")
+        repo_id = repo_id or "<user>/<repo>"
+        # only a Hub dataset id goes into the metadata; a local folder is named in the text alone
+        hub_dataset = dataset if dataset and not Path(dataset).exists() and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset) else None
         results, metric_names, eval_results = [], [], []
         for split, per_model in metrics.items():
             for who, values in per_model.items():
@@ -491,14 +494,16 @@ class IntrospectiveHead(
                 for metric, value in values.items():
                     if metric not in metric_names:
                         metric_names.append(metric)
+                    if metric == "count":  # a sample size, not a metric of the model
+                        continue
                     eval_results.append(EvalResult(
-                        task_type="image-classification", dataset_type=dataset or "custom",
-                        dataset_name=f"{dataset or 'custom'} ({split})", dataset_split=split,
+                        task_type="image-classification", dataset_type=hub_dataset or "custom",
+                        dataset_name=f"{hub_dataset or Path(dataset or 'custom').name} ({split})", dataset_split=split,
                         metric_type=metric, metric_value=value, metric_name=f"{metric} ({who})",
                     ))
         card_data = ModelCardData(
             library_name="timm-introspect", tags=["image-classification", "timm", "introspective-learning"],
-            pipeline_tag="image-classification", license=license, datasets=[dataset] if dataset else None,
+            pipeline_tag="image-classification", license=license, datasets=[hub_dataset] if hub_dataset else None,
             model_name=model_name, eval_results=eval_results or None,
         )
         net = cfg.introspective_net
