@@ -37,3 +37,16 @@ def test_accuracy_nll_brier():
     expected = ((0.3**2 + 0.2**2 + 0.1**2) + (0.9**2 + 0.1**2 + 0.8**2)) / 6
     assert brier_score(logits, labels) == pytest.approx(expected)
     assert classification_metrics(logits, labels)["count"] == 2
+
+
+@pytest.mark.parametrize("n, scale", [(7, 1.0), (500, 3.0), (2000, 10.0)])
+def test_ece_mce_match_torchmetrics(n, scale):
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    g = torch.Generator().manual_seed(n)
+    logits = torch.randn(n, 10, generator=g) * scale
+    labels = torch.randint(0, 10, (n,), generator=g)
+    probs = torch.softmax(logits, -1)
+    ece, mce = calibration_errors(logits, labels)
+    assert ece == pytest.approx(MulticlassCalibrationError(10, n_bins=10, norm="l1")(probs, labels).item(), abs=1e-6)
+    assert mce == pytest.approx(MulticlassCalibrationError(10, n_bins=10, norm="max")(probs, labels).item(), abs=1e-6)
