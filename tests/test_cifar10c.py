@@ -12,6 +12,13 @@ from timm_introspect.cifar10c import CORRUPTIONS, PARAMS, corrupt, load_official
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "cifar10c_params.json"
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+FROST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10c-frost"
+
+
+def run(images, name, severity, rng=0):
+    if name == "frost" and not FROST.is_dir():
+        pytest.skip("../shared/data/cifar10c-frost (the frost overlays) is not beside the project")
+    return corrupt(images, name, severity, rng=rng, frost_dir=FROST)
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +43,33 @@ def test_params_follow_the_spec():
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
 def test_uint8_in_uint8_out_and_reproducible(clean, name):
-    a = corrupt(clean[:8], name, 3, rng=1)
-    b = corrupt(clean[:8], name, 3, rng=1)
+    a = run(clean[:8], name, 3, rng=1)
+    b = run(clean[:8], name, 3, rng=1)
     assert a.dtype == np.uint8 and a.shape == clean[:8].shape
     assert np.array_equal(a, b)
 
 
-# the original's severity is monotone for these (saturate goes 0.3x, 0.1x, then 1.5x saturation)
-MONOTONE = [c for c in CORRUPTIONS if c != "saturate"]
+# the original's severity is monotone for these (saturate goes 0.3x, 0.1x, then 1.5x saturation; glass
+# blur's sigma goes 0.05, 0.25, 0.4, 0.25, 0.4 with more iterations)
+MONOTONE = [c for c in CORRUPTIONS if c not in ("saturate", "glass_blur")]
+
+
+def structure_lost(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - mean Pearson correlation of each corrupted image with its clean one."""
+    a = a.reshape(len(a), -1).astype(float)
+    b = b.reshape(len(b), -1).astype(float)
+    a -= a.mean(1, keepdims=True)
+    b -= b.mean(1, keepdims=True)
+    return 1 - ((a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))).mean()
 
 
 @pytest.mark.parametrize("name", MONOTONE)
 def test_severity_is_monotone(clean, name):
-    dist = [np.abs(corrupt(clean, name, s, rng=0).astype(float) - clean).mean() for s in range(1, 6)]
+    # mean absolute change; frost also dims the image (0.75 x at severity 5), so for it: structure lost
+    if name == "frost":
+        dist = [structure_lost(run(clean, name, s), clean) for s in range(1, 6)]
+    else:
+        dist = [np.abs(run(clean, name, s).astype(float) - clean).mean() for s in range(1, 6)]
     assert all(b > a for a, b in zip(dist, dist[1:])), dist
 
 
@@ -69,6 +90,15 @@ def test_simple_ones_match_their_formulas(clean):
     # truncation, not rounding, as the original's np.uint8: 100 / 255 * 255 = 99.99999999999999 -> 99
     flat = np.full((1, 32, 32, 3), 100, np.uint8)
     assert (corrupt(flat, "contrast", 1) == 99).all()
+
+
+def test_frost_adds_the_overlays(clean):
+    if not FROST.is_dir():
+        pytest.skip("../shared/data/cifar10c-frost is not beside the project")
+    frosted = corrupt(clean, "frost", 1, rng=0, frost_dir=FROST).astype(float)
+    assert (frosted >= clean).all()  # severity 1: x + 0.2 * frost, clipped
+    with pytest.raises(ValueError, match="frost_dir"):
+        corrupt(clean, "frost", 1)
 
 
 def test_impulse_noise_rate(clean):

@@ -9,8 +9,8 @@ matches the release only in distribution).
 
 Corruptions are vectorized over a batch ``(n, 32, 32, 3)`` of uint8 images.
 
-Implemented so far: the noises, gaussian blur and the photometric / digital corruptions (10 of 19);
-:data:`PENDING` lists the rest.
+Implemented so far: 14 of 19 (noises, gaussian / glass / defocus / zoom blur, frost, photometric and
+digital ones); :data:`PENDING` lists the rest.
 """
 
 from __future__ import annotations
@@ -41,11 +41,17 @@ PARAMS: dict[str, list] = {
     "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
     "jpeg_compression": [80, 65, 58, 50, 40],
     "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "zoom_blur": [[round(1 + 0.01 * i, 2) for i in range(n)] for n in (7, 12, 16, 21, 26)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
 }
 
 #: Corruptions of the release not implemented yet.
-PENDING = ("glass_blur", "defocus_blur", "motion_blur", "zoom_blur", "fog", "frost", "snow", "spatter",
-           "elastic_transform")
+PENDING = ("motion_blur", "fog", "snow", "spatter", "elastic_transform")
+
+#: The frost overlays the original samples from (frost6 is in its folder but never picked).
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -113,18 +119,113 @@ def _pixelate(x, c, rng):
     return out
 
 
-_FUNCS: dict[str, Callable[[np.ndarray, object, np.random.Generator], np.ndarray]] = {
+def _blur(x01: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(x01, sigma=(0, sigma, sigma, 0), mode="nearest", truncate=4.0)
+
+
+def _glass_blur(x, c, rng):
+    sigma, max_delta, iterations = c
+    x = np.uint8(_blur(_unit(x), sigma) * 255)
+    n, size = x.shape[:2]
+    rows = np.arange(n)
+    for _ in range(iterations):
+        for h in range(size - max_delta, max_delta, -1):
+            for w in range(size - max_delta, max_delta, -1):
+                # the original "swaps" through numpy views, which copies x[h', w'] onto x[h, w]
+                dx, dy = rng.integers(-max_delta, max_delta, size=(2, n))
+                x[:, h, w] = x[rows, h + dy, w + dx]
+    return np.clip(_blur(x / 255.0, sigma), 0, 1) * 255
+
+
+def _disk(radius: float, alias_blur: float) -> np.ndarray:
+    import cv2
+
+    half, ksize = (8, (3, 3)) if radius <= 8 else (int(radius), (5, 5))
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = np.array(xx**2 + yy**2 <= radius**2, dtype=np.float32)
+    disk /= disk.sum()
+    return cv2.GaussianBlur(disk, ksize=ksize, sigmaX=alias_blur)
+
+
+def _defocus_blur(x, c, rng):
+    import cv2
+
+    kernel = _disk(*c)
+    out = np.empty(x.shape, dtype=np.float64)
+    for i, img in enumerate(_unit(x)):
+        for d in range(3):  # cv2.filter2D per channel, its default border (reflect 101)
+            out[i, :, :, d] = cv2.filter2D(img[:, :, d], -1, kernel)
+    return np.clip(out, 0, 1) * 255
+
+
+def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
+    size = x.shape[1]
+    crop = int(np.ceil(size / factor))
+    top = (size - crop) // 2
+    zoomed = ndimage.zoom(x[:, top : top + crop, top : top + crop], (1, factor, factor, 1), order=1)
+    trim = (zoomed.shape[1] - size) // 2
+    return zoomed[:, trim : trim + size, trim : trim + size]
+
+
+def _zoom_blur(x, c, rng):
+    x = _unit(x).astype(np.float32)
+    out = np.zeros_like(x)
+    for factor in c:
+        out += _clipped_zoom(x, factor)
+    return np.clip((x + out) / (len(c) + 1), 0, 1) * 255
+
+
+_FROST_CACHE: dict[str, list[np.ndarray]] = {}
+
+
+def _frost_images(folder: str | Path | None) -> list[np.ndarray]:
+    import cv2
+
+    if folder is None:
+        raise ValueError("frost needs the frost overlay images: pass frost_dir= (a folder with frost1.png ... frost5.jpg)")
+    key = str(Path(folder).resolve())
+    if key not in _FROST_CACHE:
+        images = []
+        for name in FROST_FILES:
+            img = cv2.imread(str(Path(folder) / name))
+            if img is None:
+                raise ValueError(f"cannot read {Path(folder) / name}: frost_dir must hold {', '.join(FROST_FILES)}")
+            images.append(cv2.resize(img, (0, 0), fx=0.2, fy=0.2)[..., ::-1])  # BGR -> RGB
+        _FROST_CACHE[key] = images
+    return _FROST_CACHE[key]
+
+
+def _frost(x, c, rng, frost_dir=None):
+    overlays = _frost_images(frost_dir)
+    size = x.shape[1]
+    crops = np.empty(x.shape, dtype=np.float64)
+    for i in range(len(x)):
+        frost = overlays[rng.integers(len(overlays))]
+        top, left = rng.integers(0, frost.shape[0] - size), rng.integers(0, frost.shape[1] - size)
+        crops[i] = frost[top : top + size, left : left + size]
+    return np.clip(c[0] * x.astype(np.float64) + c[1] * crops, 0, 255)
+
+
+_FUNCS: dict[str, Callable[..., np.ndarray]] = {
     "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
     "speckle_noise": _speckle_noise, "gaussian_blur": _gaussian_blur, "contrast": _contrast,
     "brightness": _brightness, "saturate": _saturate, "jpeg_compression": _jpeg_compression, "pixelate": _pixelate,
+    "glass_blur": _glass_blur, "defocus_blur": _defocus_blur, "zoom_blur": _zoom_blur, "frost": _frost,
 }
 
 #: Names of the implemented corruptions, in the release's order.
 CORRUPTIONS: tuple[str, ...] = tuple(_FUNCS)
 
 
-def corrupt(images: np.ndarray, corruption: str, severity: int, rng: np.random.Generator | int = 0) -> np.ndarray:
-    """Apply one corruption at one severity (1-5) to uint8 images ``(n, 32, 32, 3)``; uint8 out, truncated."""
+def corrupt(
+    images: np.ndarray, corruption: str, severity: int, rng: np.random.Generator | int = 0,
+    frost_dir: str | Path | None = None,
+) -> np.ndarray:
+    """Apply one corruption at one severity (1-5) to uint8 images ``(n, 32, 32, 3)``; uint8 out, truncated.
+
+    ``frost_dir``: the folder of the frost overlays (``frost1.png`` ... ``frost5.jpg``), for ``"frost"``.
+    """
     if corruption not in _FUNCS:
         hint = " (not implemented yet)" if corruption in PENDING else ""
         raise ValueError(f"unknown corruption {corruption!r}{hint}; implemented: {', '.join(CORRUPTIONS)}")
@@ -134,12 +235,14 @@ def corrupt(images: np.ndarray, corruption: str, severity: int, rng: np.random.G
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images of shape (n, H, W, 3), got {images.dtype} {images.shape}")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    out = _FUNCS[corruption](images, PARAMS[corruption][severity - 1], rng)
+    extra = {"frost_dir": frost_dir} if corruption == "frost" else {}
+    out = _FUNCS[corruption](images, PARAMS[corruption][severity - 1], rng, **extra)
     return np.asarray(out).astype(np.uint8)  # truncation, as the original's np.uint8(...)
 
 
 def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
-                   corruptions: tuple[str, ...] = CORRUPTIONS, seed: int = 0) -> dict[str, str]:
+                   corruptions: tuple[str, ...] = CORRUPTIONS, seed: int = 0,
+                   frost_dir: str | Path | None = None) -> dict[str, str]:
     """Write ``<corruption>.npy`` (5 severity blocks) and ``labels.npy``; return their md5 sums."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +250,8 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     sums = {}
     np.save(out_dir / "labels.npy", np.tile(np.asarray(labels, dtype=np.uint8), 5))
     for name in corruptions:
-        np.save(out_dir / f"{name}.npy", np.concatenate([corrupt(images, name, s, rng) for s in range(1, 6)]))
+        blocks = [corrupt(images, name, s, rng, frost_dir=frost_dir) for s in range(1, 6)]
+        np.save(out_dir / f"{name}.npy", np.concatenate(blocks))
     for path in sorted(out_dir.glob("*.npy")):
         sums[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
     return sums
