@@ -54,3 +54,15 @@ def test_ece_mce_match_torchmetrics(n, scale):
     ece, mce = calibration_errors(logits, labels)
     assert ece == pytest.approx(MulticlassCalibrationError(10, n_bins=10, norm="l1")(probs, labels).item(), abs=1e-6)
     assert mce == pytest.approx(MulticlassCalibrationError(10, n_bins=10, norm="max")(probs, labels).item(), abs=1e-6)
+
+
+def test_temperature_recovers_a_known_scale():
+    from timm_introspect.metrics import fit_temperature
+
+    g = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 10, generator=g, dtype=torch.float64) * 2
+    torch.manual_seed(0)
+    labels = torch.distributions.Categorical(logits=true_logits).sample()
+    t = fit_temperature(true_logits * 3, labels)  # logits 3x overconfident
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert nll(true_logits * 3 / t, labels) < nll(true_logits * 3, labels)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "nll"]
+__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll"]
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -49,3 +49,22 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: i
     ece, mce = calibration_errors(logits, labels, n_bins)
     return {"accuracy": accuracy(logits, labels), "ece": ece, "mce": mce, "nll": nll(logits, labels),
             "brier": brier_score(logits, labels), "count": int(labels.numel())}
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
+    """The temperature T > 0 minimizing the NLL of ``softmax(logits / T)`` (Guo et al., 2017).
+
+    Fit it on held-out clean data, never on the data it is evaluated on.
+    """
+    logits, labels = logits.detach().double(), labels.detach()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return log_t.exp().item()
