@@ -92,6 +92,8 @@ def bench(name: str, batch: int, args) -> dict:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model = create_model(name, args.num_classes, cifar_stem=args.cifar_stem).to(device).eval()
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)

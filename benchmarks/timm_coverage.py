@@ -34,7 +34,7 @@ import zlib
 import timm
 import torch
 
-from timm_introspect import IntrospectionError, IntrospectiveHead, autograd_features
+from timm_introspect import IntrospectiveHead, NoClassifierError, autograd_features
 
 warnings.filterwarnings("ignore")
 
@@ -125,7 +125,7 @@ def check(name: str, args) -> dict:
         except Exception as err:
             return {**rec, "status": "skipped", "detail": str(err).splitlines()[0][:300]}
         rec["input"] = list(x.shape[1:])
-        try:  # timm-introspect's own errors are deliberate refusals
+        try:  # "no classifier" is a deliberate refusal; any other error is a failure
             head = IntrospectiveHead.wrap(model, loss=args.loss, scale=False)
             rec["kinds"] = [c.kind for c in head.classifiers]
             rec["dtype"], err, problem = "float32", *compare(head, model, x, args.loss, args.tol)
@@ -133,7 +133,7 @@ def check(name: str, args) -> dict:
                 # Some deep nets overflow at random init in float32: judge them in float64.
                 head.double()
                 rec["dtype"], err, problem = "float64", *compare(head, model, x.double(), args.loss, args.tol64)
-        except IntrospectionError as err:
+        except NoClassifierError as err:
             return {**rec, "status": "refused", "detail": f"{type(err).__name__}: {err}"}
         rec["rel_err"] = err
         if problem:

@@ -91,6 +91,7 @@ def test_failed_push_leaves_local_folder_intact(hub, tmp_path):
     with pytest.raises(HfHubHTTPError):
         head.push_to_hub("tester/broken")
     assert tree_digest(folder) == before
+    assert hub.state.repos["tester/broken"].files == {}  # nothing half-pushed either
     assert torch.equal(IntrospectiveHead.from_pretrained(folder)(x).logits, head(x).logits)
 
 
@@ -176,3 +177,32 @@ def test_failed_strict_load_changes_nothing():
     with pytest.raises(CheckpointError, match="nothing was loaded"):
         load_strict(module, state, "test.safetensors")
     assert all(torch.equal(module.state_dict()[k], v) for k, v in before.items())
+
+
+def test_offline_without_cache_and_bad_paths(hub, monkeypatch, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="not in the local cache"):
+        IntrospectiveHead.from_pretrained("tester/never-downloaded")
+    with pytest.raises(CheckpointError, match="neither an existing folder nor a valid Hub repo id"):
+        IntrospectiveHead.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+
+
+def test_saving_again_rewrites_the_card(saved):
+    head = IntrospectiveHead.from_pretrained(saved)
+    head.metrics = {"clean": {"H": {"accuracy": 0.75}}}
+    head.save_pretrained(saved)
+    assert "| clean | H | 0.7500 |" in (saved / "README.md").read_text()
+
+
+def test_cifar_stem_travels_in_timm_config(tmp_path):
+    from timm_introspect import create_model
+    from timm_introspect.pipeline import load_backbone
+
+    torch.manual_seed(0)
+    model = create_model("test_resnet", 4, cifar_stem=True).eval()  # a deep stem: shapes alone cannot tell
+    head = IntrospectiveHead.wrap(model, scale=False)
+    head.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["cifar_stem"] is True
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_backbone(tmp_path / "m")(x), model(x))

@@ -137,7 +137,7 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_path):
+def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_path, capsys):
     train = load_images(str(tiny), "train")
     kwargs = dict(loss="mse-M", schedule=head_schedule(3), cache_dir=tmp_path / "cache", **FAST)
     straight = fit_head(load_backbone(backbone_dir), train, tmp_path / "straight", **kwargs)
@@ -149,7 +149,12 @@ def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_pat
     with pytest.raises(Interrupt):
         fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed", on_step=crash, **kwargs)
     assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["epoch-0001"]
-    resumed = fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed", **kwargs)
+    steps = []
+    capsys.readouterr()
+    resumed = fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed",
+                       on_step=lambda epoch, step: steps.append(epoch), **kwargs)
+    assert "resumed from" in capsys.readouterr().out
+    assert sorted(set(steps)) == [1, 2]  # epoch 0 was not trained again
     for (name, a), (_, b) in zip(straight.introspective_net.state_dict().items(),
                                  resumed.introspective_net.state_dict().items()):
         assert torch.equal(a, b), name
@@ -251,3 +256,35 @@ def test_cli_train_fit_evaluate_with_holdout(tiny, tmp_path):
     assert metrics["f"]["count"] == metrics["H"]["count"] == 24
     cached = [json.loads(p.read_text()) for p in (tmp_path / "h" / "feature-cache").glob("*/meta.json")]
     assert [c["count"] for c in cached] == [10]  # H saw the 10 held-out images only
+
+
+def test_resume_with_other_settings_is_refused(tiny, backbone_dir, tmp_path):
+    train = load_images(str(tiny), "train")
+    fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    with pytest.raises(ValueError, match="other settings.*new output folder"):
+        fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(2),
+                 batch_size=8, seed=0)
+
+
+def test_holdout_needs_the_same_split(tiny, tmp_path):
+    from timm_introspect.cli import main
+
+    common = ["--data", str(tiny), "--batch-size", "16", "--preset", "quick"]
+    main(["train-backbone", *common, "--model", "test_resnet", "--epochs", "1", "--train-limit", "40",
+          "--holdout", "0.25", "--out", str(tmp_path / "f")])
+    with pytest.raises(SystemExit, match="rebuild f's split exactly"):
+        main(["fit", *common, "--backbone", str(tmp_path / "f"), "--epochs", "1", "--train-limit", "30",
+              "--use-holdout", "--out", str(tmp_path / "h")])
+
+
+def test_two_process_fit(tiny, backbone_dir, tmp_path):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "timm_introspect.cli", "fit", "--backbone", str(backbone_dir), "--data", str(tiny),
+           "--preset", "quick", "--epochs", "2", "--batch-size", "8", "--loss", "mse-M", "--out", str(tmp_path / "h")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads((tmp_path / "h" / "checkpoints" / "epoch-0002" / "done.json").read_text())
+    assert done["run"]["processes"] == 2 and done["run"]["batches_per_epoch"] == 6  # 48 images / 8
+    loaded = IntrospectiveHead.from_pretrained(tmp_path / "h")
+    assert evaluate(loaded, load_images(str(tiny), "test"), batch_size=8)["H"]["count"] == 24

@@ -37,7 +37,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
+def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default="paper")
     p.add_argument("--train-split", default="train")
     p.add_argument("--train-limit", type=int, default=None, help="use a random subset of this many images")
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-backbone", help="train f, a timm classifier, from scratch")
     _data_args(p)
-    _train_args(p, "backbone")
+    _train_args(p)
     p.add_argument("--model", default=None, help="timm architecture (default: the preset's)")
     p.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--holdout", type=float, default=0.0,
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit H on f's introspective features")
     _data_args(p)
-    _train_args(p, "head")
+    _train_args(p)
     p.add_argument("--backbone", required=True, help="folder written by train-backbone")
     p.add_argument("--loss", default="mse-M", help="ce, mse, bce, l1, smooth_l1, nll, soft_margin; '-M' for target M")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: <out>/feature-cache)")
@@ -89,11 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _schedule(preset: dict, kind: str, args: argparse.Namespace) -> Schedule:
     values = dict(preset[kind])
-    if getattr(args, "epochs", None):
+    if getattr(args, "epochs", None) is not None:
         values["epochs"] = args.epochs
-    if getattr(args, "lr", None):
+    if getattr(args, "lr", None) is not None:
         values["lr"] = args.lr
-    if getattr(args, "schedule", None):
+    if getattr(args, "schedule", None) is not None:
         values["kind"] = args.schedule
     return Schedule(**values)
 
@@ -106,12 +106,13 @@ def cmd_train_backbone(args: argparse.Namespace) -> None:
     from .pipeline import train_backbone
 
     preset = PRESETS[args.preset]
-    train = _load(args, args.train_split, args.train_limit or preset["train_limit"])
+    limit = args.train_limit or preset["train_limit"]
+    train = _load(args, args.train_split, limit)
     train_backbone(
         train, args.out, model_name=args.model or preset["model"],
         cifar_stem=preset["cifar_stem"] if args.cifar_stem is None else args.cifar_stem,
         schedule=_schedule(preset, "backbone", args), batch_size=args.batch_size or preset["batch_size"],
-        seed=args.seed, mixed_precision=args.mixed_precision, workers=args.workers, holdout=args.holdout,
+        seed=args.seed, mixed_precision=args.mixed_precision, workers=args.workers, holdout=args.holdout, limit=limit,
     )
 
 
@@ -121,9 +122,20 @@ def cmd_fit(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
     train = _load(args, args.train_split, args.train_limit or preset["train_limit"])
     if args.use_holdout:
-        info = json.loads((Path(args.backbone) / "training.json").read_text())
+        info_path = Path(args.backbone) / "training.json"
+        if not info_path.is_file():
+            raise SystemExit(f"{info_path} is missing: --use-holdout needs a backbone trained by `train-backbone --holdout`")
+        info = json.loads(info_path.read_text())
         if not info.get("holdout"):
             raise SystemExit(f"{args.backbone} was trained on all its images: train it with --holdout to use --use-holdout")
+        ours = {"data": train.source, "split": args.train_split, "limit": args.train_limit or preset["train_limit"],
+                "seed": args.seed}
+        theirs = {k: info.get(k) for k in ours}
+        if ours != theirs:
+            raise SystemExit(
+                f"--use-holdout must rebuild f's split exactly: f was trained with {theirs}, this fit uses {ours}; "
+                "pass the same --data, --train-split, --train-limit and --seed"
+            )
         _, train = train.split_holdout(info["holdout"], info["seed"])
     fit_head(
         load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
@@ -154,6 +166,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
     from .head import IntrospectiveHead
     from .pipeline import evaluate, fit_head, train_backbone
 
@@ -165,7 +179,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     test = _load(args, args.test_split, preset["test_limit"])
     t0 = time.perf_counter()
     backbone = train_backbone(train, out / "backbone", preset["model"], preset["cifar_stem"],
-                              Schedule(**preset["backbone"]), batch, args.seed, workers=args.workers)
+                              Schedule(**preset["backbone"]), batch, args.seed, workers=args.workers,
+                              limit=preset["train_limit"])
     times["train_backbone_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     fit_head(backbone, train, out / "introspective", loss=args.loss, schedule=Schedule(**preset["head"]),
@@ -176,7 +191,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     metrics = evaluate(head, test, batch_size=256, workers=args.workers)
     times["evaluate_s"] = time.perf_counter() - t0
     head.metrics = {args.test_split: metrics}
-    (out / "introspective" / "README.md").unlink(missing_ok=True)
+    if not PartialState().is_main_process:  # under accelerate launch: one process writes
+        return
     head.save_pretrained(out / "introspective")  # the model card now shows the results
     result = {"data": args.data, "preset": args.preset, "train_images": len(train), "test_images": len(test),
               "metrics": metrics, "times": times}

@@ -116,11 +116,8 @@ def load_images(
         limit: keep a random subset of this many rows (seeded; CIFAR files are sorted by class).
         seed: seed of that subset.
     """
-    try:
-        if Path(source).is_dir():
-            ds = datasets.load_dataset(str(source), split=split)
-        else:
-            ds = datasets.load_dataset(source, split=split)
+    try:  # a Hub id or a local folder: datasets tells them apart
+        ds = datasets.load_dataset(str(source), split=split)
     except ValueError as err:
         if "split" in str(err).lower():
             raise DataError(f"{source} has no split {split!r} ({err})") from err

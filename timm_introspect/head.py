@@ -13,6 +13,7 @@ import safetensors.torch
 import timm
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, ModelHubMixin
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -20,7 +21,7 @@ from . import hub
 
 from .classifier import ClassifierLayer, find_classifiers
 from .errors import CheckpointError, InputShapeError, NotFittedError, UnsupportedClassifierError
-from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
+from .features import _promote, conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .losses import loss_delta, parse_loss
 from .lowrank import FactorizedMLP, RankOneMLP
 from .mlp import IntrospectiveMLP
@@ -60,7 +61,7 @@ def _images(batch: Any) -> torch.Tensor:
                 return batch[key]
     raise TypeError(
         "cannot find images in the batch: yield a tensor, an (images, labels) tuple, or a dict with "
-        f"'pixel_values', 'image' or 'img'; got {type(batch).__name__}"
+        f"'pixel_values', 'image', 'img' or 'x'; got {type(batch).__name__}"
     )
 
 
@@ -219,7 +220,9 @@ class IntrospectiveHead(
                 logits = self.model(x)
         except Exception as err:
             expected = self._input_size()
-            if tuple(x.shape[1:]) != expected and not isinstance(err, UnsupportedClassifierError):
+            shape_error = isinstance(err, (RuntimeError, AssertionError, ValueError)) and not isinstance(
+                err, (torch.OutOfMemoryError, UnsupportedClassifierError))
+            if tuple(x.shape[1:]) != expected and shape_error:
                 raise InputShapeError(
                     f"the model failed on input of shape {tuple(x.shape)}; it expects (B, {', '.join(map(str, expected))}). "
                     "Preprocess images with timm.data.create_transform(**timm.data.resolve_model_data_config(model)). "
@@ -288,8 +291,9 @@ class IntrospectiveHead(
             for h, g in pairs[layer.name]:
                 if layer.kind == "conv1x1":  # positions are the spatial ones: (B, C, H, W) -> (B, HW, C)
                     g, h = g.flatten(2).transpose(1, 2), h.flatten(2).transpose(1, 2)
-                deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]).float())
-                hs.append(h.reshape(h.shape[0], -1, h.shape[-1]).float())
+                g, h = _promote(g, h)
+                deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]))
+                hs.append(h.reshape(h.shape[0], -1, h.shape[-1]))
             if not deltas:
                 n, d = layer.weight.shape[:2]
                 deltas, hs = [torch.zeros(x.shape[0], 1, n, device=x.device)], [torch.zeros(x.shape[0], 1, d, device=x.device)]
@@ -345,6 +349,13 @@ class IntrospectiveHead(
             max_batches: use only the first batches.
             progress: show a progress bar.
         """
+        needs_two_passes = self.target == "M" and not isinstance(self.scaler, nn.Identity)
+        if needs_two_passes and iter(data) is data:
+            raise TypeError(
+                "fit() reads the data twice (M, then the scale): pass a re-iterable such as a DataLoader or a list, "
+                "not a generator or iterator"
+            )
+
         def batches(desc: str):
             for i, batch in enumerate(tqdm(data, desc=desc, disable=not progress, total=max_batches)):
                 if max_batches is not None and i >= max_batches:
@@ -398,11 +409,33 @@ class IntrospectiveHead(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_directory = Path(save_directory)
-        model_config = {"label_names": self.label_names} if self.label_names else None
-        timm.models.save_for_hf(self.model, str(save_directory), model_config=model_config, safe_serialization=True)
+        (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
+        hub.save_backbone(self.model, save_directory, self.label_names)
         self.introspection_config().to_file(save_directory / hub.INTROSPECTION_CONFIG)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("model.")}
         safetensors.torch.save_file(state, str(save_directory / hub.INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> "IntrospectiveHead":
+        """Load a model saved with :meth:`save_pretrained` / :meth:`push_to_hub` (a folder or a Hub repo id).
+
+        Takes ``huggingface_hub``'s arguments (``revision``, ``cache_dir``, ``force_download``,
+        ``local_files_only``, ``token``) plus ``map_location`` and ``introspective_net`` (an H to load the
+        saved weights into, for a custom H). Raises :class:`CheckpointError` when anything is missing,
+        corrupt or mismatched; nothing is half-loaded.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except LocalEntryNotFoundError as err:
+            raise CheckpointError(
+                f"{str(pretrained_model_name_or_path)!r} is not in the local cache and the Hub cannot be reached "
+                "(offline?): download it once while online, or pass a local folder"
+            ) from err
+        except HFValidationError as err:
+            raise CheckpointError(
+                f"{str(pretrained_model_name_or_path)!r} is neither an existing folder nor a valid Hub repo id "
+                "('user/name')"
+            ) from err
 
     @classmethod
     def _from_pretrained(
@@ -436,9 +469,16 @@ class IntrospectiveHead(
                     f"H is a custom {net_type!r}: build it and pass it as "
                     "IntrospectiveHead.from_pretrained(..., introspective_net=net); its weights are loaded into it"
                 )
-            introspective_net = _NETS[net_type](**net_cfg)
-        head = cls(model, loss=cfg.loss, target=cfg.target, introspective_net=introspective_net, scale=cfg.scale,
-                   label_names=cfg.label_names)
+        try:
+            if introspective_net is None:
+                introspective_net = _NETS[net_type](**net_cfg)
+            head = cls(model, loss=cfg.loss, target=cfg.target, introspective_net=introspective_net, scale=cfg.scale,
+                       label_names=cfg.label_names)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise CheckpointError(
+                f"{hub.INTROSPECTION_CONFIG} describes a head that cannot be built ({type(err).__name__}: {err}); "
+                "save the model again"
+            ) from err
         saved_layers = [(c["name"], tuple(c["shape"])) for c in cfg.classifiers]
         if [(c.name, tuple(c.weight.shape)) for c in head.classifiers] != saved_layers or head.num_features != cfg.num_features:
             raise CheckpointError(

@@ -30,7 +30,7 @@ from torch import nn
 from .errors import CheckpointError
 from .models import use_cifar_stem
 
-__all__ = ["FORMAT_VERSION", "IntrospectionConfig", "download_files", "build_backbone", "load_strict", "load_tensors",
+__all__ = ["FORMAT_VERSION", "IntrospectionConfig", "download_files", "build_backbone", "load_strict", "load_tensors", "save_backbone",
            "read_timm_config"]
 
 #: Version of the introspection files' layout; loading refuses any other.
@@ -68,6 +68,8 @@ class IntrospectionConfig:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CheckpointError(f"cannot read {INTROSPECTION_CONFIG} ({err}); save the model again") from err
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{INTROSPECTION_CONFIG} holds {type(data).__name__}, not an object; save the model again")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(
@@ -110,17 +112,17 @@ def download_files(
                     local_files_only=local_files_only, token=token,
                 )
             )
+        except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
+            raise CheckpointError(
+                f"{name} of {model_id!r} is not in the local cache and the Hub cannot be reached (offline?): "
+                "download it once while online, or pass a local folder"
+            ) from err
         except EntryNotFoundError as err:
             raise CheckpointError(_missing_message(model_id, name)) from err
         except RepositoryNotFoundError as err:
             raise CheckpointError(
                 f"{model_id!r} is neither a local folder nor a Hub repository you can access; check the name "
                 "(and your token for a private repo)"
-            ) from err
-        except LocalEntryNotFoundError as err:
-            raise CheckpointError(
-                f"{name} of {model_id!r} is not in the local cache and the Hub cannot be reached (offline?): "
-                "download it once while online, or pass a local folder"
             ) from err
     return paths
 
@@ -186,6 +188,16 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
             "The files come from different models or versions: save the model again"
         )
     module.load_state_dict(state, strict=skip_prefix is None)
+
+
+def save_backbone(model: nn.Module, out_dir: str | Path, label_names: list[str] | None = None) -> None:
+    """f in timm's Hub layout (``config.json`` + ``model.safetensors``), with the CIFAR-stem flag."""
+    model_config: dict[str, Any] = {}
+    if label_names:
+        model_config["label_names"] = list(label_names)
+    if getattr(model, "cifar_stem", False):
+        model_config["cifar_stem"] = True
+    timm.models.save_for_hf(model, str(out_dir), model_config=model_config or None, safe_serialization=True)
 
 
 def build_backbone(timm_cfg: dict[str, Any], weights: str | Path, cifar_stem: bool = False) -> nn.Module:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import hub
 from .data import LabeledImages, make_transform
+from .hub import save_backbone
 from .errors import CheckpointError
 from .head import IntrospectiveHead
 from .metrics import classification_metrics
@@ -36,8 +40,9 @@ CACHE_FORMAT = 1
 def _loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:
     channels = model.pretrained_cfg.get("input_size", (3,))[0]
     ds = images.torch_dataset(make_transform(model, train=train), channels=channels)
+    # no persistent workers: their random streams would carry over epochs, which a resumed run cannot replay
     return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=workers, drop_last=False,
-                      collate_fn=_collate, persistent_workers=workers > 0)
+                      collate_fn=_collate)
 
 
 def _collate(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,16 +50,6 @@ def _collate(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --- f -------------------------------------------------------------------------------------------
-
-def save_backbone(model: nn.Module, out_dir: str | Path, label_names: list[str] | None = None) -> None:
-    """f in timm's Hub layout (``config.json`` + ``model.safetensors``), plus the CIFAR-stem flag."""
-    model_config: dict[str, Any] = {}
-    if label_names:
-        model_config["label_names"] = list(label_names)
-    if getattr(model, "cifar_stem", False):
-        model_config["cifar_stem"] = True
-    timm.models.save_for_hf(model, str(out_dir), model_config=model_config or None, safe_serialization=True)
-
 
 def load_backbone(folder: str | Path) -> nn.Module:
     """f from a folder written by :func:`save_backbone` (strict, safetensors only)."""
@@ -79,34 +74,38 @@ def train_backbone(
     test: LabeledImages | None = None,
     on_step: Callable[[int, int], None] | None = None,
     holdout: float = 0.0,
+    limit: int | None = None,
 ) -> nn.Module:
     """Train a timm classifier from scratch (f) and save it to ``out_dir`` (timm layout).
 
     With ``holdout`` > 0, f trains without that (seeded) fraction of ``train``, which is recorded in
     ``training.json`` so that :func:`fit_head` can fit H on the held-out images (paper, Fig. 10).
+    ``limit`` is only recorded (the subset ``train`` was loaded with), to rebuild that split later.
     """
     out_dir = Path(out_dir)
+    source_split = train.split
     if holdout:
         train, _ = train.split_holdout(holdout, seed)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200)
     model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem)
-    train.check_labels(train.num_classes)
     loader = _loader(train, model, True, batch_size, workers)
 
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(model(x), y)
 
-    model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step)
+    info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": source_split,
+            "images": len(train), "limit": limit, "seed": seed, "holdout": holdout, "batch_size": batch_size}
+    model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step,
+                       signature={k: v for k, v in info.items() if k != "images"})
     model.eval()
+    info["schedule"] = schedule.__dict__
+    if test is not None:  # every rank predicts (gather_for_metrics needs them all); the main one writes
+        logits, labels = _predict(accelerator, model, _loader(test, model, False, batch_size, workers))
+        info["test"] = classification_metrics(logits, labels)
     if accelerator.is_main_process:
         save_backbone(model, out_dir, train.label_names)
-        info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": train.split,
-                "images": len(train), "schedule": schedule.__dict__, "seed": seed, "holdout": holdout}
-        if test is not None:
-            logits, labels = _predict(accelerator, model, _loader(test, model, False, batch_size, workers))
-            info["test"] = classification_metrics(logits, labels)
         (out_dir / "training.json").write_text(json.dumps(info, indent=2))
     accelerator.wait_for_everyone()
     return model
@@ -133,7 +132,8 @@ def _fingerprint(head: IntrospectiveHead, images: LabeledImages) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, images.source, images.split,
-                         images.dataset._fingerprint, repr(make_transform(head.model, train=False))]).encode())
+                         images.image_column, images.label_column, images.dataset._fingerprint,
+                         repr(make_transform(head.model, train=False))]).encode())
     return h.hexdigest()[:24]
 
 
@@ -153,6 +153,7 @@ def extract_features(
     used; it is complete only once its ``meta.json`` is written.
     """
     key = _fingerprint(head, images)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     folder = Path(cache_dir) / key
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
@@ -175,13 +176,17 @@ def extract_features(
             feats.append(r.float().cpu())
             labels.append(y.cpu())
         features, labels_t = torch.cat(feats), torch.cat(labels)
-        if accelerator.is_main_process:
-            folder.mkdir(parents=True, exist_ok=True)
+        if accelerator.is_main_process:  # written aside, then renamed: a cache folder is complete or absent
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=Path(cache_dir)))
             safetensors.torch.save_file({"features": features.contiguous(), "labels": labels_t.contiguous()},
-                                        str(folder / "features.safetensors"))
-            meta_path.write_text(json.dumps({"key": key, "count": len(labels_t), "num_features": features.shape[1],
-                                             "loss": head.loss, "target": head.target, "target_value": m_value,
-                                             "source": images.source, "split": images.split}, indent=2))
+                                        str(tmp / "features.safetensors"))
+            (tmp / "meta.json").write_text(json.dumps({"key": key, "count": len(labels_t), "num_features": features.shape[1],
+                                                       "loss": head.loss, "target": head.target, "target_value": m_value,
+                                                       "source": images.source, "split": images.split}, indent=2))
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another run wrote the same entry meanwhile: theirs is as good
+                shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
         return features, labels_t, folder
     meta = json.loads(meta_path.read_text())
@@ -217,7 +222,7 @@ def fit_head(
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
     head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names)
     train.check_labels(head.num_classes)
-    features, labels, _ = extract_features(accelerator, head, train, cache_dir or out_dir / "feature-cache",
+    features, labels, cache_folder = extract_features(accelerator, head, train, cache_dir or out_dir / "feature-cache",
                                            batch_size=batch_size, workers=workers)
     head.scaler.reset()
     head.scaler.update(features)
@@ -230,7 +235,10 @@ def fit_head(
         x, y = batch
         return F.cross_entropy(net(x), y)
 
-    net = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints", "H", on_step)
+    signature = {"features": cache_folder.name, "loss": head.loss, "batch_size": batch_size, "seed": seed,
+                 "introspective_net": head.introspection_config().introspective_net}
+    net = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints", "H",
+                     on_step, signature=signature)
     head.introspective_net = net.to("cpu")
     head.to("cpu").eval()
     head.dataset = train.source

@@ -86,6 +86,7 @@ def train_loop(
     desc: str = "train",
     on_step: Callable[[int, int], None] | None = None,
     keep_checkpoints: int = 2,
+    signature: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Train ``model`` for ``schedule.epochs`` epochs, resuming from ``checkpoint_dir`` if it holds one.
 
@@ -97,20 +98,32 @@ def train_loop(
         checkpoint_dir: where epoch checkpoints go (``None``: no checkpoints, no resume).
         on_step: called after every optimizer step with ``(epoch, step)``.
         keep_checkpoints: how many of the latest checkpoints to keep.
+        signature: JSON-able settings that must match for a resume (data, model, loss, ...); a
+            checkpoint from a run with other settings is refused, never silently continued.
 
     Returns:
         The trained model, unwrapped.
     """
     optimizer = schedule.optimizer(p for p in model.parameters() if p.requires_grad)
-    steps_per_epoch = math.ceil(len(loader) / max(1, accelerator.num_processes))
+    # counted before prepare(): with N processes accelerate steps the scheduler N times per optimizer
+    # step, so the schedule advances by the batches of all processes (len(loader) per epoch)
+    steps_per_epoch = len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule.lr_factor(s, steps_per_epoch))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     start_epoch = 0
+    run = {"schedule": asdict(schedule), "batches_per_epoch": steps_per_epoch,
+           "processes": accelerator.num_processes, **(signature or {})}
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         start_epoch, latest = _latest_checkpoint(checkpoint_dir)
         if latest is not None:
+            saved = json.loads((latest / "done.json").read_text()).get("run")
+            if saved != json.loads(json.dumps(run)):
+                raise ValueError(
+                    f"{latest} was written by a run with other settings ({saved}); this run: {run}. "
+                    f"Use a new output folder, or delete {checkpoint_dir} to start over"
+                )
             accelerator.load_state(str(latest))
             accelerator.print(f"{desc}: resumed from {latest} (epoch {start_epoch}/{schedule.epochs})")
 
@@ -131,8 +144,9 @@ def train_loop(
         if checkpoint_dir is not None:
             path = checkpoint_dir / f"epoch-{epoch + 1:04d}"
             accelerator.save_state(str(path))
+            accelerator.wait_for_everyone()  # every rank's files are written before the checkpoint counts
             if accelerator.is_main_process:
-                (path / "done.json").write_text(json.dumps({"epoch": epoch + 1, "schedule": asdict(schedule)}))
+                (path / "done.json").write_text(json.dumps({"epoch": epoch + 1, "run": run}))
                 for old in sorted(checkpoint_dir.glob("epoch-*"))[:-keep_checkpoints]:
                     shutil.rmtree(old, ignore_errors=True)
             accelerator.wait_for_everyone()
