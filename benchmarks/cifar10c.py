@@ -67,6 +67,9 @@ def predict(head: IntrospectiveHead, images: np.ndarray, batch_size: int) -> tup
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(head.model)
+    if tuple(cfg["input_size"][1:]) != images.shape[1:3]:
+        raise SystemExit(f"the model expects {cfg['input_size']} inputs; this benchmark feeds 32x32 CIFAR images "
+                         "as they are (train f with a CIFAR stem, e.g. `timm-introspect train-backbone --cifar-stem`)")
     mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
     f_out, h_out = [], []
