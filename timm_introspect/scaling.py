@@ -21,7 +21,33 @@ def scale_features(features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (features / safe).clamp(-1.0, 1.0)
 
 
-class FeatureScaler(nn.Module):
+class _Fitted(nn.Module):
+    """A ``fitted`` flag saved with the state; checked with one host sync until it is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("fitted", torch.tensor(False))
+        self._fitted_cache = False
+
+    def _mark(self, fitted: bool) -> None:
+        self.fitted.fill_(fitted)
+        self._fitted_cache = False
+
+    def _check_fitted(self, what: str) -> None:
+        if not self._fitted_cache:
+            self._fitted_cache = bool(self.fitted)
+            if not self._fitted_cache:
+                raise NotFittedError(
+                    f"the [-1, 1] {what} scale is not fitted: call head.fit(train_loader) on the training data "
+                    "first (or load a saved model)"
+                )
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._fitted_cache = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+class FeatureScaler(_Fitted):
     """Per-dimension max-abs scaling of flat features ``(B, F)``, fitted with :meth:`update`.
 
     Use :meth:`reset`, then :meth:`update` on every training batch; the scaler counts as fitted after
@@ -31,39 +57,26 @@ class FeatureScaler(nn.Module):
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.zeros(num_features))
-        self.register_buffer("fitted", torch.tensor(False))
-        self._fitted_cache = False
 
     def reset(self) -> None:
         self.scale.zero_()
-        self.fitted.fill_(False)
-        self._fitted_cache = False
+        self._mark(False)
 
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> None:
         """Fold a batch of training features ``(B, F)`` into the running max-abs."""
         torch.maximum(self.scale, features.detach().abs().amax(0).to(self.scale), out=self.scale)
-        self.fitted.fill_(True)
+        self._mark(True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if not self._fitted_cache:  # one host sync until fitted, none afterwards
-            self._fitted_cache = bool(self.fitted)
-            if not self._fitted_cache:
-                raise NotFittedError(
-                    "the [-1, 1] feature scale is not fitted: call head.fit(train_loader) on the training "
-                    "data first (or load a saved model)"
-                )
+        self._check_fitted("feature")
         return scale_features(features, self.scale)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._fitted_cache = False
-        super()._load_from_state_dict(*args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"num_features={self.scale.numel()}"
 
 
-class FactorScaler(nn.Module):
+class FactorScaler(_Fitted):
     """[-1, 1] scaling of r_x in factored form: ``delta`` per class and ``h`` per feature.
 
     Each factor is divided by its largest absolute value over the training set and clamped, so the
@@ -80,8 +93,6 @@ class FactorScaler(nn.Module):
         for i, (n, d) in enumerate(shapes.values()):
             self.register_buffer(f"delta_scale_{i}", torch.zeros(n))
             self.register_buffer(f"h_scale_{i}", torch.zeros(d))
-        self.register_buffer("fitted", torch.tensor(False))
-        self._fitted_cache = False
 
     def _scales(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"delta_scale_{i}"), getattr(self, f"h_scale_{i}")
@@ -90,8 +101,7 @@ class FactorScaler(nn.Module):
         for i in range(len(self.names)):
             for scale in self._scales(i):
                 scale.zero_()
-        self.fitted.fill_(False)
-        self._fitted_cache = False
+        self._mark(False)
 
     @torch.no_grad()
     def update(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -99,18 +109,9 @@ class FactorScaler(nn.Module):
         for i, name in enumerate(self.names):
             for scale, factor in zip(self._scales(i), factors[name]):
                 torch.maximum(scale, factor.detach().abs().flatten(0, 1).amax(0).to(scale), out=scale)
-        self.fitted.fill_(True)
+        self._mark(True)
 
     def forward(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if not self._fitted_cache:
-            self._fitted_cache = bool(self.fitted)
-            if not self._fitted_cache:
-                raise NotFittedError(
-                    "the [-1, 1] factor scale is not fitted: call head.fit(train_loader) on the training data first"
-                )
+        self._check_fitted("factor")
         return {name: tuple(scale_features(f, s) for f, s in zip(factors[name], self._scales(i)))
                 for i, name in enumerate(self.names)}
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._fitted_cache = False
-        super()._load_from_state_dict(*args, **kwargs)
