@@ -13,7 +13,10 @@ accuracy per corruption (Fig. 3a), ECE vs severity per corruption (Fig. 3b / 8).
     python benchmarks/cifar10c.py --model runs/quick/introspective --data ../shared/data/cifar10 \\
         --frost-dir ../shared/data/cifar10c-frost --quick --out runs/quick/cifar10c
     python benchmarks/cifar10c.py --model runs/introspective --data uoft-cs/cifar10 \\
-        --cifar10c CIFAR-10-C/ --calibration-data runs/f-holdout --out runs/cifar10c
+        --cifar10c CIFAR-10-C/ --out runs/cifar10c
+
+``--cifar10c`` takes the release (folder or tar), a folder made by ``timm-introspect cifar10c``, or a Hub
+dataset repo (``YashP54/cifar10-c``); without it the sets are generated here.
 
 Held-out clean images for T: ``--calibration-rows A:B`` of the seeded-shuffled training split (default
 45000:47000, unused by a model trained on a subset such as the quick preset's 4000 images). For a model
@@ -32,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from timm_introspect import IntrospectiveHead
-from timm_introspect.cifar10c import CORRUPTIONS, corrupt, load_official
+from timm_introspect.cifar10c import COMMON, CORRUPTIONS, corrupt, load_cifar10c
 from timm_introspect.data import load_images
 from timm_introspect.metrics import classification_metrics, fit_temperature
 
@@ -43,7 +46,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="folder or Hub repo of an introspective model")
     p.add_argument("--data", default="uoft-cs/cifar10", help="CIFAR-10 (Hub id or local Parquet folder)")
-    p.add_argument("--cifar10c", default=None, help="official CIFAR-10-C folder or tar; default: generate")
+    p.add_argument("--cifar10c", default=None,
+                   help="CIFAR-10-C: release folder or tar, or a Hub dataset repo; default: generate it here")
     p.add_argument("--frost-dir", default=None, help="frost overlays, to generate 'frost'")
     p.add_argument("--corruptions", nargs="*", default=None)
     p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
@@ -161,27 +165,34 @@ def main(argv=None) -> dict:
                "clean": score(clean, labels), "corrupted": []}
     official = None
     if args.cifar10c:
-        official, official_labels = load_official(args.cifar10c, corruptions)
+        official, official_labels = load_cifar10c(args.cifar10c, corruptions)
     rng = np.random.default_rng(args.seed)
     jobs = [(c, s) for c in corruptions for s in args.severities]
     for c, s in tqdm(jobs, desc="CIFAR-10-C"):
         if official is not None:
-            block = slice((s - 1) * 10000, (s - 1) * 10000 + (limit or 10000))
+            n = len(official_labels) // 5
+            block = slice((s - 1) * n, (s - 1) * n + min(limit or n, n))
             images, y = official[c][block], official_labels[block]
         else:
             images, y = corrupt(clean, c, s, rng, frost_dir=args.frost_dir), labels
         results["corrupted"].append({"corruption": c, "severity": s, **score(images, y)})
+    keys = ("accuracy", "ece", "mce", "nll", "brier")
+    common = [r for r in results["corrupted"] if r["corruption"] in COMMON]
     for m in ("f", "f+TS", "H"):
-        results[f"mean_corrupted_{m}"] = {
-            k: float(np.mean([r[m][k] for r in results["corrupted"]])) for k in ("accuracy", "ece", "mce", "nll", "brier")
-        }
+        results[f"mean_corrupted_{m}"] = {k: float(np.mean([r[m][k] for r in results["corrupted"]])) for k in keys}
+        if common and len(common) < len(results["corrupted"]):  # the usual 15 x 5 mean, next to all sets'
+            results[f"mean_common_{m}"] = {k: float(np.mean([r[m][k] for r in common])) for k in keys}
     results["seconds"] = time.perf_counter() - t0
     results["plots"] = plots(results, out)
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
     lines = [f"# f vs f+TS vs H on CIFAR-10-C ({len(jobs)} sets of {len(clean)} images; T = {temperature:.3f})", "",
              "| set | model | accuracy | ECE | MCE | NLL | Brier |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, per_model in [("clean", results["clean"])] + [("corrupted (mean)", {m: results[f"mean_corrupted_{m}"] for m in ("f", "f+TS", "H")})]:
+    summaries = [("clean", results["clean"]),
+                 (f"corrupted (mean of {len(jobs)})", {m: results[f"mean_corrupted_{m}"] for m in ("f", "f+TS", "H")})]
+    if "mean_common_f" in results:
+        summaries.append((f"15 common (mean of {len(common)})", {m: results[f"mean_common_{m}"] for m in ("f", "f+TS", "H")}))
+    for name, per_model in summaries:
         for m, v in per_model.items():
             lines.append(f"| {name} | {m} | {v['accuracy']:.4f} | {v['ece']:.4f} | {v['mce']:.4f} | {v['nll']:.4f} | {v['brier']:.4f} |")
     lines += ["", "| corruption | severity | acc f | acc f+TS | acc H | ECE f | ECE f+TS | ECE H |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -189,7 +200,7 @@ def main(argv=None) -> dict:
         lines.append(f"| {r['corruption']} | {r['severity']} | {r['f']['accuracy']:.4f} | {r['f+TS']['accuracy']:.4f} | "
                      f"{r['H']['accuracy']:.4f} | {r['f']['ece']:.4f} | {r['f+TS']['ece']:.4f} | {r['H']['ece']:.4f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:9]))
+    print("\n".join(lines[: 4 + 3 * len(summaries)]))
     print(f"written: {out / 'results.json'}, {out / 'results.md'}, plots {', '.join(results['plots'])} ({results['seconds']:.0f} s)")
     return results
 

@@ -1,5 +1,7 @@
 """A small in-memory server on 127.0.0.1 that speaks the part of the Hugging Face Hub API that
-``huggingface_hub`` uses to create a repo, push files (regular uploads, no LFS/Xet) and download them.
+``huggingface_hub`` uses to create a repo, push files (regular uploads, no LFS/Xet), list and download them.
+
+Model repos are keyed ``owner/name`` in ``HubState.repos``, dataset repos ``datasets/owner/name``.
 
 Used by the tests so that push and download go through the real client over real HTTP.
 """
@@ -64,11 +66,12 @@ def _handler(state: HubState):
         def _resolve(self, head: bool) -> None:
             path = unquote(urlparse(self.path).path).lstrip("/")
             parts = path.split("/")
-            if parts[0] == "models":
+            prefix = "datasets/" if parts[0] == "datasets" else ""
+            if parts[0] in ("models", "datasets"):
                 parts = parts[1:]
             if len(parts) < 5 or parts[2] != "resolve":
                 return self._error(404, "RepoNotFound", f"unknown path {path}", head)
-            repo_id, rev, file = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            repo_id, rev, file = prefix + "/".join(parts[:2]), parts[3], "/".join(parts[4:])
             with state.lock:
                 repo = state.repos.get(repo_id)
                 if repo is None:
@@ -92,14 +95,33 @@ def _handler(state: HubState):
             path = urlparse(self.path).path
             if path.startswith("/api/whoami"):
                 return self._json(200, {"type": "user", "name": "tester", "auth": {"accessToken": {"role": "write"}}})
-            if path.startswith("/api/models/"):
-                repo_id = "/".join(path.split("/")[3:5])
+            if path.startswith(("/api/models/", "/api/datasets/")):
+                parts = unquote(path).split("/")  # /api/{type}s/{owner}/{name}[/revision|tree/{rev}[/{path}]]
+                repo_id = "/".join(parts[3:5])
+                key = ("datasets/" if parts[2] == "datasets" else "") + repo_id
                 with state.lock:
-                    repo = state.repos.get(repo_id)
+                    repo = state.repos.get(key)
                     if repo is None:
                         return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
-                    return self._json(200, {"id": repo_id, "sha": repo.head,
-                                            "siblings": [{"rfilename": f} for f in sorted(repo.files)]})
+                    files = dict(repo.files)
+                    head_commit = repo.head
+                if len(parts) > 6 and parts[5] == "tree":  # one page: the folder's entries, or all files below it
+                    under = "/".join(parts[7:]).strip("/")
+                    under = under + "/" if under else ""
+                    recursive = "recursive=true" in urlparse(self.path).query.lower()
+                    entries, folders = [], set()
+                    for f, b in sorted(files.items()):
+                        if not f.startswith(under):
+                            continue
+                        rest = f[len(under):]
+                        if recursive or "/" not in rest:
+                            entries.append({"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()})
+                        elif rest.split("/")[0] not in folders:
+                            folders.add(rest.split("/")[0])
+                            entries.append({"type": "directory", "path": under + rest.split("/")[0], "oid": "0" * 40})
+                    return self._json(200, entries)
+                return self._json(200, {"id": repo_id, "sha": head_commit,
+                                        "siblings": [{"rfilename": f} for f in sorted(files)]})
             self._resolve(head=False)
 
         # --- uploads ----------------------------------------------------------------------------

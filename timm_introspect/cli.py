@@ -4,6 +4,7 @@
     timm-introspect train-backbone --data uoft-cs/cifar10 --model resnet18 --cifar-stem --out runs/f
     timm-introspect fit --backbone runs/f --data uoft-cs/cifar10 --loss mse-M --out runs/introspective
     timm-introspect evaluate --model runs/introspective --data uoft-cs/cifar10 --split test
+    timm-introspect cifar10c --data uoft-cs/cifar10 --frost-dir frost/ --out CIFAR-10-C
 
 Every command runs under ``accelerate launch`` / ``torchrun`` as well (several GPUs or processes).
 """
@@ -83,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=list(PRESETS), default="quick")
     p.add_argument("--loss", default="mse-M")
     p.add_argument("--test-split", default="test")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("cifar10c", help="generate CIFAR-10-C (19 corruptions x 5 severities) in the release's layout")
+    p.add_argument("--data", default="uoft-cs/cifar10", help="CIFAR-10 (Hub dataset id or local folder)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--image-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--frost-dir", default=None, help="folder with the frost overlays frost1.png ... frost5.jpg")
+    p.add_argument("--corruptions", nargs="*", default=None, help="default: all 19")
+    p.add_argument("--limit", type=int, default=None, help="only this many test images (seeded subset)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     return parser
 
@@ -202,9 +214,34 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"model: {out / 'introspective'}   metrics: {out / 'metrics.json'}")
 
 
+def cmd_cifar10c(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from .cifar10c import CORRUPTIONS, write_official
+
+    corruptions = tuple(args.corruptions or CORRUPTIONS)
+    if "frost" in corruptions and args.frost_dir is None:
+        raise SystemExit("frost needs its overlay images: pass --frost-dir (a folder with frost1.png ... frost5.jpg), "
+                         "or leave frost out with --corruptions")
+    images = _load(args, args.split, args.limit)
+    pixels = np.stack([np.asarray(im.convert("RGB")) for im in images.dataset[images.image_column]])
+    labels = np.asarray(images.dataset[images.label_column])
+    start = time.perf_counter()
+    written = write_official(args.out, pixels, labels, corruptions, seed=args.seed, frost_dir=args.frost_dir)
+    written.update(data=args.data, split=args.split, images=len(pixels), seed=args.seed,
+                   total_seconds=time.perf_counter() - start)
+    Path(args.out, "generation.json").write_text(json.dumps(written, indent=2))
+    for name, sec in written["seconds"].items():
+        print(f"{name:18s} {sec:7.1f} s")
+    print(f"{len(corruptions)} corruptions x 5 severities x {len(pixels)} images in {written['total_seconds']:.0f} s "
+          f"-> {args.out} (md5 sums in generation.json)")
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run}[args.command](args)
+    {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run,
+     "cifar10c": cmd_cifar10c}[args.command](args)
     return 0
 
 

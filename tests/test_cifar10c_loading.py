@@ -1,0 +1,144 @@
+"""Loading CIFAR-10-C: the release's folder / tar, rows read by ``datasets``, and Hub mirrors over real HTTP."""
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from huggingface_hub import constants
+
+from hub_server import HubServer, Repo
+from timm_introspect.cifar10c import corrupt, load_cifar10c, load_official, write_official
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A small set in the release's layout: 8 images, 3 corruptions."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(20, 230, (8, 4, 4, 3)).astype(np.uint8)
+    images = np.kron(base, np.ones((1, 8, 8, 1), dtype=np.uint8))
+    labels = np.arange(8) % 10
+    folder = tmp_path_factory.mktemp("release") / "CIFAR-10-C"
+    written = write_official(folder, images, labels, corruptions=("contrast", "fog", "gaussian_noise"), progress=False)
+    return folder, images, labels, written["md5"]
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A Hub on 127.0.0.1 for huggingface_hub and datasets (which read HF_ENDPOINT at import: set here)."""
+    import datasets.config
+
+    with HubServer() as server:
+        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.endpoint)
+        monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", server.endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield server
+
+
+def test_same_seed_same_files(release, tmp_path):
+    folder, images, labels, sums = release
+    again = write_official(tmp_path / "again", images, labels, corruptions=("contrast", "fog", "gaussian_noise"),
+                           progress=False)
+    assert again["md5"] == sums
+    other = write_official(tmp_path / "other", images, labels, corruptions=("fog",), seed=1, progress=False)
+    assert other["md5"]["fog.npy"] != sums["fog.npy"]
+
+
+def test_only_the_requested_files_are_read(release):
+    folder, images, labels, sums = release
+    (folder.parent / "junk").mkdir(exist_ok=True)
+    data, lab = load_official(folder, corruptions=("fog",), md5=sums)
+    assert list(data) == ["fog"] and data["fog"].shape == (40, 32, 32, 3)
+    assert np.array_equal(lab, np.tile(labels, 5))
+
+
+def test_damaged_files_are_refused(release, tmp_path):
+    folder, *_ = release
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in folder.glob("*.npy"):
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / "fog.npy").write_bytes((folder / "fog.npy").read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match="fog.npy .* not a readable .npy"):
+        load_official(broken, corruptions=("fog",))
+    np.save(broken / "fog.npy", np.zeros((40, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="layout is uint8"):
+        load_official(broken, corruptions=("fog",))
+    with tarfile.open(tmp_path / "c.tar", "w") as tar:
+        tar.add(folder, arcname="CIFAR-10-C")
+    assert load_official(tmp_path / "c.tar", corruptions=("contrast",))[0]["contrast"].shape == (40, 32, 32, 3)
+    with pytest.raises(ValueError, match="archive is corrupted or incomplete"):
+        load_official(tmp_path / "c.tar", md5="0" * 32)
+    with pytest.raises(ValueError, match="neither a folder of .npy files nor a tar"):
+        load_official(tmp_path / "nothing.tar")
+
+
+def rows_dataset(release, index=True):
+    """The set as rows (image, label, corruption_name, corruption_level[, index]), shuffled."""
+    import datasets
+    from PIL import Image
+
+    folder, images, labels, _ = release
+    rows = {"image": [], "label": [], "corruption_name": [], "corruption_level": [], "index": []}
+    for c in ("contrast", "fog"):
+        arr = np.load(folder / f"{c}.npy")
+        for i, img in enumerate(arr):
+            rows["image"].append(Image.fromarray(img))
+            rows["label"].append(int(labels[i % len(labels)]))
+            rows["corruption_name"].append(c)
+            rows["corruption_level"].append(i // len(labels) + 1)
+            rows["index"].append(i % len(labels))
+    ds = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).shuffle(seed=0)
+    return ds if index else ds.remove_columns("index")
+
+
+def test_rows_with_corruption_columns(release, tmp_path):
+    folder, *_ = release
+    rows_dataset(release).to_parquet(str(tmp_path / "rows" / "test-00000-of-00001.parquet"))
+    data, lab = load_cifar10c(tmp_path / "rows", cache_dir=tmp_path / "hf")
+    ref, ref_labels = load_official(folder, corruptions=("contrast", "fog"))
+    assert set(data) == {"contrast", "fog"} and np.array_equal(lab, ref_labels)
+    assert all(np.array_equal(data[c], ref[c]) for c in data)  # PNG is lossless; the index restores the order
+    with pytest.raises(ValueError, match="no rows of 'snow'"):
+        load_cifar10c(tmp_path / "rows", corruptions=("snow",), cache_dir=tmp_path / "hf")
+    rows_dataset(release, index=False).to_parquet(str(tmp_path / "shuffled" / "test-00000-of-00001.parquet"))
+    with pytest.raises(ValueError, match="need an index column"):
+        load_cifar10c(tmp_path / "shuffled", cache_dir=tmp_path / "hf")
+
+
+def test_hub_mirror_of_the_release(release, hub, monkeypatch):
+    folder, images, labels, sums = release
+    hub.state.repos["datasets/tester/cifar10-c"] = Repo(
+        files={f"CIFAR-10-C/{p.name}": p.read_bytes() for p in folder.glob("*.npy")} | {"README.md": b"# mirror"},
+        commits=["a" * 40])
+    data, lab = load_cifar10c("tester/cifar10-c", corruptions=("fog",), md5=sums)
+    assert np.array_equal(data["fog"], np.load(folder / "fog.npy")) and np.array_equal(lab, np.tile(labels, 5))
+    fetched = [p for m, p in hub.state.requests if m == "GET" and p.endswith(".npy")]
+    assert sorted(p.rsplit("/", 1)[1] for p in fetched) == ["fog.npy", "labels.npy"]  # only what was asked for
+    with pytest.raises(ValueError, match="expected 0+"):
+        load_cifar10c("tester/cifar10-c", corruptions=("fog",), md5={"fog.npy": "0" * 32})
+    # offline, from the cache, without a request
+    hub.state.requests.clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    data_offline, _ = load_cifar10c("tester/cifar10-c", corruptions=("fog",))
+    assert np.array_equal(data_offline["fog"], data["fog"]) and hub.state.requests == []
+    with pytest.raises(ValueError, match="not in the cache"):
+        load_cifar10c("tester/cifar10-c", corruptions=("contrast",))
+
+
+def test_hub_rows_through_datasets(release, hub, tmp_path):
+    folder, *_ = release
+    rows_dataset(release).to_parquet(str(tmp_path / "rows.parquet"))
+    hub.state.repos["datasets/tester/cifar10-c-rows"] = Repo(
+        files={"data/test-00000-of-00001.parquet": (tmp_path / "rows.parquet").read_bytes()}, commits=["b" * 40])
+    data, lab = load_cifar10c("tester/cifar10-c-rows", corruptions=("fog",), cache_dir=tmp_path / "hf")
+    assert np.array_equal(data["fog"], np.load(folder / "fog.npy"))
+    assert ("GET", "/datasets/tester/cifar10-c-rows/resolve/" + "b" * 40 + "/data/test-00000-of-00001.parquet") in hub.state.requests
+
+
+def test_unknown_hub_repo(hub):
+    with pytest.raises(ValueError, match="neither a local path nor a dataset repo"):
+        load_cifar10c("tester/no-such-set")
