@@ -144,8 +144,17 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
 
     head = IntrospectiveHead.from_pretrained(args.model).eval()
-    test = load_images(args.data, "test", limit=limit, seed=args.seed)
-    clean, labels = as_uint8(test)
+    official = None
+    if args.cifar10c:
+        # the release's images are the test split in order: the clean set is its first `limit` images too
+        official, official_labels = load_cifar10c(args.cifar10c, corruptions)
+        clean, labels = as_uint8(load_images(args.data, "test"))
+        n = len(official_labels) // 5
+        if len(labels) != n or not np.array_equal(labels, official_labels[:n]):
+            raise SystemExit(f"{args.cifar10c} was not made from {args.data}'s test split in order (labels differ)")
+        clean, labels = clean[:limit], labels[:limit]
+    else:
+        clean, labels = as_uint8(load_images(args.data, "test", limit=limit, seed=args.seed))
     start, stop = (int(v) for v in args.calibration_rows.split(":"))
     calib_ds = load_images(args.data, "train").dataset.shuffle(seed=args.seed).select(range(start, stop))
     calib_images = np.stack([np.asarray(im.convert("RGB")) for im in calib_ds["img" if "img" in calib_ds.features else "image"]])
@@ -163,15 +172,11 @@ def main(argv=None) -> dict:
     results = {"model": str(args.model), "data": args.data, "temperature": temperature,
                "calibration_rows": args.calibration_rows, "images_per_set": len(clean),
                "clean": score(clean, labels), "corrupted": []}
-    official = None
-    if args.cifar10c:
-        official, official_labels = load_cifar10c(args.cifar10c, corruptions)
     rng = np.random.default_rng(args.seed)
     jobs = [(c, s) for c in corruptions for s in args.severities]
     for c, s in tqdm(jobs, desc="CIFAR-10-C"):
         if official is not None:
-            n = len(official_labels) // 5
-            block = slice((s - 1) * n, (s - 1) * n + min(limit or n, n))
+            block = slice((s - 1) * n, (s - 1) * n + len(clean))
             images, y = official[c][block], official_labels[block]
         else:
             images, y = corrupt(clean, c, s, rng, frost_dir=args.frost_dir), labels

@@ -288,3 +288,35 @@ def test_two_process_fit(tiny, backbone_dir, tmp_path):
     assert done["run"]["processes"] == 2 and done["run"]["batches_per_epoch"] == 6  # 48 images / 8
     loaded = IntrospectiveHead.from_pretrained(tmp_path / "h")
     assert evaluate(loaded, load_images(str(tiny), "test"), batch_size=8)["H"]["count"] == 24
+
+
+@pytest.mark.parametrize("net", ["factorized", "rankone"])
+def test_fit_an_h_on_factors(tiny, backbone_dir, tmp_path, net):
+    from accelerate import Accelerator
+
+    from timm_introspect.lowrank import FactorizedMLP, RankOneMLP
+    from timm_introspect.pipeline import extract_features
+
+    train, test = load_images(str(tiny), "train"), load_images(str(tiny), "test")
+    cache = tmp_path / "cache"
+    head = fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(),
+                    cache_dir=cache, net=net, **FAST)
+    assert isinstance(head.introspective_net, {"factorized": FactorizedMLP, "rankone": RankOneMLP}[net])
+    (entry,) = [p for p in cache.iterdir() if (p / "meta.json").is_file()]
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["factored"] is True
+    # what was cached is r_x in factored form: delta h^T equals the materialized r_x of the MLP's cache
+    factors, labels, _ = extract_features(Accelerator(), head, train, cache, batch_size=16, factored=True)
+    (delta, h), = factors.values()
+    flat, labels_flat, _ = extract_features(Accelerator(), head, train, cache, batch_size=16)
+    assert delta.shape == (48, 1, 3) and torch.equal(labels, labels_flat)
+    assert torch.allclose(torch.einsum("bsn,bsd->bnd", delta, h).flatten(1), flat, rtol=1e-5, atol=1e-6)
+    # saved and loaded as such; outputs equal
+    loaded = IntrospectiveHead.from_pretrained(tmp_path / "h")
+    assert type(loaded.introspective_net) is type(head.introspective_net)
+    x = torch.randn(4, 3, 16, 16)
+    assert torch.allclose(loaded(x).logits, head.eval()(x).logits, atol=1e-6)
+    metrics = evaluate(loaded, test, batch_size=8)
+    assert metrics["H"]["count"] == 24 and metrics["f"]["count"] == 24
+    with pytest.raises(ValueError, match="unknown H 'big'"):
+        fit_head(load_backbone(backbone_dir), train, tmp_path / "x", net="big", schedule=head_schedule(), **FAST)

@@ -48,6 +48,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
 
 
+def _net_arg(p: argparse.ArgumentParser) -> None:
+    from .pipeline import HEAD_NETS
+
+    p.add_argument("--net", choices=HEAD_NETS, default="mlp",
+                   help="H: the paper's MLP on r_x, or an H on r_x's factors (delta, h) that never materializes it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-introspect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="feature cache (default: <out>/feature-cache)")
     p.add_argument("--use-holdout", action="store_true",
                    help="fit H on the images f did not see (train-backbone --holdout; paper Fig. 10)")
+    _net_arg(p)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("evaluate", help="accuracy and calibration of f and H")
@@ -83,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--preset", choices=list(PRESETS), default="quick")
     p.add_argument("--loss", default="mse-M")
+    _net_arg(p)
     p.add_argument("--test-split", default="test")
     p.add_argument("--out", required=True)
 
@@ -152,7 +161,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     fit_head(
         load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
-        mixed_precision=args.mixed_precision, workers=args.workers,
+        mixed_precision=args.mixed_precision, workers=args.workers, net=args.net,
     )
 
 
@@ -196,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     times["train_backbone_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     fit_head(backbone, train, out / "introspective", loss=args.loss, schedule=Schedule(**preset["head"]),
-             batch_size=batch, seed=args.seed, workers=args.workers)
+             batch_size=batch, seed=args.seed, workers=args.workers, net=args.net)
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = IntrospectiveHead.from_pretrained(out / "introspective")

@@ -28,13 +28,30 @@ from .data import LabeledImages, make_transform
 from .hub import save_backbone
 from .errors import CheckpointError
 from .head import IntrospectiveHead
+from .lowrank import FactorizedMLP, RankOneMLP
 from .metrics import classification_metrics
 from .models import create_model
 from .training import Schedule, make_accelerator, train_loop
 
-__all__ = ["evaluate", "extract_features", "fit_head", "load_backbone", "save_backbone", "train_backbone"]
+__all__ = ["HEAD_NETS", "evaluate", "extract_features", "fit_head", "load_backbone", "save_backbone", "train_backbone"]
 
 CACHE_FORMAT = 1
+
+#: The H that :func:`fit_head` trains: the paper's MLP on materialized r_x (``"mlp"``), or one that reads
+#: r_x = delta h^T in factored form and never materializes it (:mod:`timm_introspect.lowrank`):
+#: ``"factorized"`` (first layer O(k (N + d))) or ``"rankone"`` (the MLP's function class, O(k N d)).
+HEAD_NETS = ("mlp", "factorized", "rankone")
+
+
+def _make_net(kind: str, head: IntrospectiveHead) -> nn.Module:
+    if kind not in HEAD_NETS:
+        raise ValueError(f"unknown H {kind!r}; choose from {', '.join(HEAD_NETS)}")
+    shapes = [tuple(c.weight.shape[:2]) for c in head.classifiers]
+    if kind == "factorized":
+        return FactorizedMLP(shapes, head.num_classes)
+    if kind == "rankone":
+        return RankOneMLP(shapes, head.num_classes)
+    return head.introspective_net
 
 
 def _loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:
@@ -125,13 +142,13 @@ def _predict(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> 
 
 # --- r_x, cached --------------------------------------------------------------------------------
 
-def _fingerprint(head: IntrospectiveHead, images: LabeledImages) -> str:
-    """Cache key: f's weights, the loss and target, the data (rows and transform), the format."""
+def _fingerprint(head: IntrospectiveHead, images: LabeledImages, factored: bool = False) -> str:
+    """Cache key: f's weights, the loss and target, the data (rows and transform), the form, the format."""
     h = hashlib.sha256()
     for name, tensor in sorted(head.model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, images.source, images.split,
+    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, factored, images.source, images.split,
                          images.image_column, images.label_column, images.dataset._fingerprint,
                          repr(make_transform(head.model, train=False))]).encode())
     return h.hexdigest()[:24]
@@ -145,17 +162,22 @@ def extract_features(
     cache_dir: str | Path,
     batch_size: int = 256,
     workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, Path]:
-    """Raw flat r_x ``(n, F)`` and labels ``(n,)`` of a dataset, from the cache or extracted once.
+    factored: bool = False,
+) -> tuple[torch.Tensor | dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor, Path]:
+    """r_x of a dataset and its labels ``(n,)``, from the cache or extracted once.
 
-    For a "-M" loss, M (the mean max-logit over these images) is estimated first and stored with the
-    cache. The cache folder is keyed by f's weights, loss, target and data, so a stale one is never
-    used; it is complete only once its ``meta.json`` is written.
+    r_x comes raw and flat, ``(n, F)``, or with ``factored=True`` as ``{classifier: (delta (n, S, N),
+    h (n, S, d))}`` (N + d numbers per image and position instead of N d; see
+    :meth:`IntrospectiveHead.introspective_factors`). For a "-M" loss, M (the mean max-logit over these
+    images) is estimated first and stored with the cache. The cache folder is keyed by f's weights, loss,
+    target, form and data, so a stale one is never used; it is complete only once its ``meta.json`` is
+    written.
     """
-    key = _fingerprint(head, images)
+    key = _fingerprint(head, images, factored)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     folder = Path(cache_dir) / key
     meta_path = folder / "meta.json"
+    names = [c.name for c in head.classifiers]
     if not meta_path.is_file():
         loader = accelerator.prepare(_loader(images, head.model, False, batch_size, workers))
         head.to(accelerator.device)
@@ -169,32 +191,43 @@ def extract_features(
                 count += top.numel()
             m_value = (total / count).item()
             head.target_value.fill_(m_value)
-        feats, labels = [], []
+        parts: dict[str, list[torch.Tensor]] = {}
+        labels = []
         for x, y in tqdm(loader, desc="introspect: features", disable=not show):
-            _, r = head.flat_features(x)
-            r, y = accelerator.gather_for_metrics((r, y))
-            feats.append(r.float().cpu())
+            if factored:
+                _, factors = head.introspective_factors(x)
+                batch = {f"{kind}.{i}": t for i, n in enumerate(names) for kind, t in zip(("delta", "h"), factors[n])}
+            else:
+                batch = {"features": head.flat_features(x)[1]}
+            batch, y = accelerator.gather_for_metrics((batch, y))
+            for k, t in batch.items():
+                parts.setdefault(k, []).append(t.float().cpu())
             labels.append(y.cpu())
-        features, labels_t = torch.cat(feats), torch.cat(labels)
+        tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
+        tensors["labels"] = torch.cat(labels).contiguous()
         if accelerator.is_main_process:  # written aside, then renamed: a cache folder is complete or absent
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=Path(cache_dir)))
-            safetensors.torch.save_file({"features": features.contiguous(), "labels": labels_t.contiguous()},
-                                        str(tmp / "features.safetensors"))
-            (tmp / "meta.json").write_text(json.dumps({"key": key, "count": len(labels_t), "num_features": features.shape[1],
-                                                       "loss": head.loss, "target": head.target, "target_value": m_value,
-                                                       "source": images.source, "split": images.split}, indent=2))
+            safetensors.torch.save_file(tensors, str(tmp / "features.safetensors"))
+            (tmp / "meta.json").write_text(json.dumps({
+                "key": key, "count": len(tensors["labels"]), "factored": factored, "classifiers": names,
+                "num_features": head.num_features, "loss": head.loss, "target": head.target, "target_value": m_value,
+                "source": images.source, "split": images.split}, indent=2))
             try:
                 os.replace(tmp, folder)
             except OSError:  # another run wrote the same entry meanwhile: theirs is as good
                 shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
-        return features, labels_t, folder
-    meta = json.loads(meta_path.read_text())
-    tensors = hub.load_tensors(folder / "features.safetensors")
-    if head.target == "M":
-        head.target_value.fill_(meta["target_value"])
-    accelerator.print(f"introspect: reusing cached features {folder}")
-    return tensors["features"], tensors["labels"], folder
+    else:
+        meta = json.loads(meta_path.read_text())
+        tensors = hub.load_tensors(folder / "features.safetensors")
+        if head.target == "M":
+            head.target_value.fill_(meta["target_value"])
+        accelerator.print(f"introspect: reusing cached features {folder}")
+    if factored:
+        features = {n: (tensors[f"delta.{i}"], tensors[f"h.{i}"]) for i, n in enumerate(names)}
+    else:
+        features = tensors["features"]
+    return features, tensors["labels"], folder
 
 
 # --- H --------------------------------------------------------------------------------------------
@@ -211,29 +244,36 @@ def fit_head(
     mixed_precision: str = "no",
     workers: int = 0,
     on_step: Callable[[int, int], None] | None = None,
+    net: str = "mlp",
 ) -> IntrospectiveHead:
     """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir``.
 
     f is frozen. r_x is extracted once (cached in ``cache_dir``, default ``<out_dir>/feature-cache``),
     M and the [-1, 1] scale are estimated on it, and H is trained with :func:`train_loop` (resumable).
+    ``net`` is one of :data:`HEAD_NETS`: the paper's MLP, or an H on the factors (delta, h) of r_x, which
+    are then what is cached and scaled (r_x is never materialized).
     """
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
     head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names)
+    if net != "mlp":  # an H on (delta, h), sized from the classifiers found; the head then scales factors
+        head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names,
+                                      introspective_net=_make_net(net, head))
     train.check_labels(head.num_classes)
     features, labels, cache_folder = extract_features(accelerator, head, train, cache_dir or out_dir / "feature-cache",
-                                           batch_size=batch_size, workers=workers)
+                                                      batch_size=batch_size, workers=workers, factored=head.takes_factors)
     head.scaler.reset()
     head.scaler.update(features)
-    scaler = head.scaler.to("cpu")
-    scaled = scaler(features)
+    scaled = head.scaler.to("cpu")(features)
+    names = list(scaled) if head.takes_factors else []
+    columns = [t for n in names for t in scaled[n]] if head.takes_factors else [scaled]
+    loader = DataLoader(TensorDataset(*columns, labels), batch_size=batch_size, shuffle=True)
 
-    loader = DataLoader(TensorDataset(scaled, labels), batch_size=batch_size, shuffle=True)
-
-    def loss_fn(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(net(x), y)
+    def loss_fn(net: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        *x, y = batch
+        inputs = {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(names)} if names else x[0]
+        return F.cross_entropy(net(inputs), y)
 
     signature = {"features": cache_folder.name, "loss": head.loss, "batch_size": batch_size, "seed": seed,
                  "introspective_net": head.introspection_config().introspective_net}
