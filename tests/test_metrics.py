@@ -65,3 +65,18 @@ def test_temperature_recovers_a_known_scale():
     t = fit_temperature(true_logits * 3, labels)  # logits 3x overconfident
     assert t == pytest.approx(3.0, rel=0.1)
     assert nll(true_logits * 3 / t, labels) < nll(true_logits * 3, labels)
+
+
+def test_any_integer_labels_and_clear_errors():
+    import numpy as np
+
+    logits = torch.randn(50, 10, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 10, (50,), generator=torch.Generator().manual_seed(1))
+    reference = classification_metrics(logits, labels)
+    # CIFAR-10-C's labels.npy is uint8
+    assert classification_metrics(logits, torch.as_tensor(labels.numpy().astype(np.uint8))) == reference
+    assert classification_metrics(logits, labels.numpy().astype(np.int32)) == reference
+    with pytest.raises(TypeError, match="integer class indices"):
+        classification_metrics(logits, labels.float())
+    with pytest.raises(ValueError, match="labels for logits"):
+        classification_metrics(logits, labels[:49])

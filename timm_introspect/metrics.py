@@ -13,13 +13,25 @@ import torch.nn.functional as F
 __all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll"]
 
 
+def _labels(labels, logits: torch.Tensor) -> torch.Tensor:
+    """Class indices of any integer dtype (e.g. the uint8 of CIFAR-10-C's labels.npy) as int64."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"{tuple(labels.shape)} labels for logits of shape {tuple(logits.shape)}")
+    return labels.long()
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of samples whose arg-max logit is the label."""
+    labels = _labels(labels, logits)
     return (logits.argmax(-1) == labels).float().mean().item()
 
 
 def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> tuple[float, float]:
     """(ECE, MCE) of the softmax confidence with ``n_bins`` equal-width bins."""
+    labels = _labels(labels, logits)
     probs = torch.softmax(logits.double(), -1)
     confidence, predicted = probs.max(-1)
     correct = (predicted == labels).double()
@@ -35,17 +47,19 @@ def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int =
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean negative log-likelihood of the labels under the softmax."""
-    return F.cross_entropy(logits.double(), labels).item()
+    return F.cross_entropy(logits.double(), _labels(labels, logits)).item()
 
 
 def brier_score(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean squared error between softmax probabilities and one-hot labels, over samples and classes."""
+    labels = _labels(labels, logits)
     probs = torch.softmax(logits.double(), -1)
     return ((probs - F.one_hot(labels, probs.shape[-1]).double()) ** 2).mean().item()
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> dict[str, float]:
     """accuracy, ece, mce, nll and brier in one dict."""
+    labels = _labels(labels, logits)
     ece, mce = calibration_errors(logits, labels, n_bins)
     return {"accuracy": accuracy(logits, labels), "ece": ece, "mce": mce, "nll": nll(logits, labels),
             "brier": brier_score(logits, labels), "count": int(labels.numel())}
@@ -56,7 +70,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     Fit it on held-out clean data, never on the data it is evaluated on.
     """
-    logits, labels = logits.detach().double(), labels.detach()
+    logits, labels = logits.detach().double(), _labels(labels, logits).detach()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
