@@ -146,13 +146,15 @@ def main(argv=None) -> dict:
     head = IntrospectiveHead.from_pretrained(args.model).eval()
     official = None
     if args.cifar10c:
-        # the release's images are the test split in order: the clean set is its first `limit` images too
+        # the release's images are the test split in order; with --limit, the same seeded subset of image
+        # numbers is taken from the clean split and from every severity block (splits may be sorted by class)
         official, official_labels = load_cifar10c(args.cifar10c, corruptions)
         clean, labels = as_uint8(load_images(args.data, "test"))
         n = len(official_labels) // 5
         if len(labels) != n or not np.array_equal(labels, official_labels[:n]):
             raise SystemExit(f"{args.cifar10c} was not made from {args.data}'s test split in order (labels differ)")
-        clean, labels = clean[:limit], labels[:limit]
+        subset = np.sort(np.random.default_rng(args.seed).permutation(n)[: min(limit or n, n)])
+        clean, labels = clean[subset], labels[subset]
     else:
         clean, labels = as_uint8(load_images(args.data, "test", limit=limit, seed=args.seed))
     start, stop = (int(v) for v in args.calibration_rows.split(":"))
@@ -176,8 +178,8 @@ def main(argv=None) -> dict:
     jobs = [(c, s) for c in corruptions for s in args.severities]
     for c, s in tqdm(jobs, desc="CIFAR-10-C"):
         if official is not None:
-            block = slice((s - 1) * n, (s - 1) * n + len(clean))
-            images, y = official[c][block], official_labels[block]
+            rows = (s - 1) * n + subset
+            images, y = official[c][rows], official_labels[rows]
         else:
             images, y = corrupt(clean, c, s, rng, frost_dir=args.frost_dir), labels
         results["corrupted"].append({"corruption": c, "severity": s, **score(images, y)})

@@ -150,18 +150,18 @@ def motion_kernel(radius, sigma):
 
 
 def test_motion_blur_follows_imagemagick_taps():
-    from timm_introspect.cifar10c import _motion_blur_gray
+    from timm_introspect.cifar10c.corruptions import _imagemagick_motion_blur
 
     k = motion_kernel(6, 1.5)
     assert len(k) == 13  # ImageMagick's GetOptimalKernelWidth1D: 2 ceil(radius) + 1
     # a single bright pixel: output (y, x) reads x + i at angle 0, so the streak goes left of the dot
     dot = np.zeros((1, 32, 32, 1), np.uint8)
     dot[0, 10, 20] = 200
-    out = _motion_blur_gray(dot, 6, 1.5, np.array([0.0]))[0, ..., 0].astype(int)
+    out = _imagemagick_motion_blur(dot, 6, 1.5, np.array([0.0]))[0, ..., 0].astype(int)
     assert np.array_equal(out[10, 8:21][::-1], np.floor(200 * k[:13] + 0.5).astype(int))
     assert out.sum() == out[10].sum()
     # at 90 degrees tap i is read at y + i: the streak goes up
-    out = _motion_blur_gray(dot, 6, 1.5, np.array([90.0]))[0, ..., 0].astype(int)
+    out = _imagemagick_motion_blur(dot, 6, 1.5, np.array([90.0]))[0, ..., 0].astype(int)
     assert np.array_equal(out[:11, 20][::-1], np.floor(200 * k[:11] + 0.5).astype(int)) and out[:, 19].sum() == 0
     # at 45 degrees tap i is read at (x + ceil(i cos 45 - 1/2), y + ceil(i sin 45 - 1/2)); edge pixels repeat
     img = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)).astype(np.uint8)
@@ -171,10 +171,10 @@ def test_motion_blur_follows_imagemagick_taps():
         for x in range(32):
             for i in range(13):
                 ref[y, x] += k[i] * img[0, min(y + off[i], 31), min(x + off[i], 31)]
-    out = _motion_blur_gray(img, 6, 1.5, np.array([45.0]))[0]
+    out = _imagemagick_motion_blur(img, 6, 1.5, np.array([45.0]))[0]
     assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-9  # rounded to the nearest level
     flat = np.full((2, 32, 32, 3), 77, np.uint8)  # a flat image stays flat
-    assert (_motion_blur_gray(flat, 9, 2.5, np.array([13.0, -40.0])) == 77).all()
+    assert (_imagemagick_motion_blur(flat, 9, 2.5, np.array([13.0, -40.0])) == 77).all()
 
 
 def literal_plasma(decay, rng, size=32):
@@ -207,7 +207,7 @@ def literal_plasma(decay, rng, size=32):
 
 
 def test_fog_is_the_plasma_fractal_blend(clean):
-    from timm_introspect.cifar10c import _plasma_fractal
+    from timm_introspect.cifar10c.corruptions import _plasma_fractal
 
     maps = _plasma_fractal(1, 2.5, np.random.default_rng(3))
     assert np.allclose(maps[0], literal_plasma(2.5, np.random.default_rng(3)), atol=1e-12)
@@ -275,7 +275,7 @@ def test_snow_adds_flakes(clean):
 
 @pytest.mark.parametrize("factor", [1.0, 1.01, 1.06, 1.11, 1.17, 1.25])
 def test_zoom_matrix_equals_scipy_zoom(clean, factor):
-    from timm_introspect.cifar10c import _clipped_zoom, _zoom_matrix
+    from timm_introspect.cifar10c.corruptions import _clipped_zoom, _zoom_matrix
 
     x = clean[:16].astype(np.float64) / 255
     zoom = _zoom_matrix(32, factor)
@@ -284,7 +284,7 @@ def test_zoom_matrix_equals_scipy_zoom(clean, factor):
 
 
 def test_zoom_blur_is_the_original_average(clean):
-    from timm_introspect.cifar10c import _clipped_zoom
+    from timm_introspect.cifar10c.corruptions import _clipped_zoom
 
     x = (clean[:16] / 255.0).astype(np.float32)
     for severity in (1, 5):

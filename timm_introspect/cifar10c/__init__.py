@@ -1,0 +1,12 @@
+"""CIFAR-10-C: the 19 corruptions of Hendrycks & Dietterich's generator, and the release's layout.
+
+* :mod:`.corruptions`: :func:`corrupt` images as the original CIFAR generator does (seeded, vectorized).
+* :mod:`.release`: :func:`write_official` the ``.npy`` layout, and read it back from a folder, the
+  Zenodo tar, a ``datasets`` table of rows, or a Hub mirror with :func:`load_cifar10c`.
+"""
+
+from .corruptions import COMMON, CORRUPTIONS, EXTRA, FROST_FILES, PARAMS, corrupt
+from .release import RELEASE_TAR, load_cifar10c, load_official, write_official
+
+__all__ = ["COMMON", "CORRUPTIONS", "EXTRA", "FROST_FILES", "PARAMS", "RELEASE_TAR", "corrupt", "load_cifar10c",
+           "load_official", "write_official"]
