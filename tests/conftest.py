@@ -36,3 +36,24 @@ def images():
         return torch.randn(batch, 3, size, size, generator=g, dtype=dtype)
 
     return make
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A Hub on 127.0.0.1 (tests/hub_server.py), an empty cache, a token: huggingface_hub and datasets
+    configured as a user would (datasets reads HF_ENDPOINT when imported, so its copy is set too)."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.endpoint)
+        monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL",
+                            server.endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        yield server

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from huggingface_hub import constants
 
-from hub_server import HubServer, Repo
+from hub_server import Repo
 from timm_introspect.cifar10c import corrupt, load_cifar10c, load_official, write_official
 
 
@@ -21,21 +21,6 @@ def release(tmp_path_factory):
     folder = tmp_path_factory.mktemp("release") / "CIFAR-10-C"
     written = write_official(folder, images, labels, corruptions=("contrast", "fog", "gaussian_noise"), progress=False)
     return folder, images, labels, written["md5"]
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A Hub on 127.0.0.1 for huggingface_hub and datasets (which read HF_ENDPOINT at import: set here)."""
-    import datasets.config
-
-    with HubServer() as server:
-        monkeypatch.setattr(datasets.config, "HF_ENDPOINT", server.endpoint)
-        monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", server.endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        yield server
 
 
 def test_same_seed_same_files(release, tmp_path):

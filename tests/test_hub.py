@@ -10,21 +10,8 @@ import torch
 from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
 
-from hub_server import HubServer
 from timm_introspect import CheckpointError, IntrospectiveHead
 from timm_introspect.hub import load_strict
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A Hub on 127.0.0.1, an empty cache, a token: the client configured as a user would."""
-    with HubServer() as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-        yield server
 
 
 def make_head(name: str, size: int, **kwargs) -> tuple[IntrospectiveHead, torch.Tensor]:
