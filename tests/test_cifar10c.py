@@ -158,11 +158,12 @@ def test_motion_blur_follows_imagemagick_taps():
     dot = np.zeros((1, 32, 32, 1), np.uint8)
     dot[0, 10, 20] = 200
     out = _imagemagick_motion_blur(dot, 6, 1.5, np.array([0.0]))[0, ..., 0].astype(int)
-    assert np.array_equal(out[10, 8:21][::-1], np.floor(200 * k[:13] + 0.5).astype(int))
+    level = lambda v: np.floor(v * 257 + 0.5).astype(int) // 257  # noqa: E731  rounded at 16 bits, then 8-bit
+    assert np.array_equal(out[10, 8:21][::-1], level(200 * k[:13]))
     assert out.sum() == out[10].sum()
     # at 90 degrees tap i is read at y + i: the streak goes up
     out = _imagemagick_motion_blur(dot, 6, 1.5, np.array([90.0]))[0, ..., 0].astype(int)
-    assert np.array_equal(out[:11, 20][::-1], np.floor(200 * k[:11] + 0.5).astype(int)) and out[:, 19].sum() == 0
+    assert np.array_equal(out[:11, 20][::-1], level(200 * k[:11])) and out[:, 19].sum() == 0
     # at 45 degrees tap i is read at (x + ceil(i cos 45 - 1/2), y + ceil(i sin 45 - 1/2)); edge pixels repeat
     img = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3)).astype(np.uint8)
     off = np.ceil(np.arange(13) * np.cos(np.pi / 4) - 0.5).astype(int)
@@ -172,7 +173,7 @@ def test_motion_blur_follows_imagemagick_taps():
             for i in range(13):
                 ref[y, x] += k[i] * img[0, min(y + off[i], 31), min(x + off[i], 31)]
     out = _imagemagick_motion_blur(img, 6, 1.5, np.array([45.0]))[0]
-    assert np.abs(out.astype(float) - ref).max() <= 0.5 + 1e-9  # rounded to the nearest level
+    assert np.array_equal(out, level(ref))
     flat = np.full((2, 32, 32, 3), 77, np.uint8)  # a flat image stays flat
     assert (_imagemagick_motion_blur(flat, 9, 2.5, np.array([13.0, -40.0])) == 77).all()
 
@@ -295,3 +296,40 @@ def test_zoom_blur_is_the_original_average(clean):
         expected = np.uint8(np.clip((x + out) / (len(factors) + 1), 0, 1) * 255)
         got = corrupt(clean[:16], "zoom_blur", severity)
         assert (got != expected).mean() < 1e-4 and np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_motion_blur_is_imagemagick_bit_for_bit(clean):
+    """The original's path (PNG -> Wand's MagickMotionBlurImage -> PNG -> OpenCV) against ours, where
+    ImageMagick is installed (Debian: libmagickwand-dev; pip: Wand)."""
+    import ctypes
+    import io
+
+    import cv2
+    from PIL import Image
+
+    wand_image = pytest.importorskip("wand.image", reason="ImageMagick (MagickWand) and Wand are not installed")
+    from wand.api import library
+
+    from timm_introspect.cifar10c.corruptions import _imagemagick_motion_blur
+
+    library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
+
+    def imagemagick(img, radius, sigma, angle):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        with wand_image.Image(blob=buf.getvalue()) as im:
+            library.MagickMotionBlurImage(im.wand, radius, sigma, angle)
+            out = cv2.imdecode(np.frombuffer(im.make_blob(), np.uint8), cv2.IMREAD_UNCHANGED)
+        return out[..., ::-1] if out.ndim == 3 else out
+
+    rng = np.random.default_rng(0)
+    for radius, sigma in PARAMS["motion_blur"]:
+        angles = rng.uniform(-45, 45, 8)
+        ours = _imagemagick_motion_blur(clean[:8], radius, sigma, angles)
+        for i in range(8):
+            assert np.array_equal(ours[i], imagemagick(clean[i], radius, sigma, angles[i])), (radius, sigma, angles[i])
+    flakes = rng.integers(0, 256, (4, 32, 32, 1)).astype(np.uint8)  # snow's grayscale layer, its angles
+    angles = rng.uniform(-135, -45, 4)
+    ours = _imagemagick_motion_blur(flakes, 12, 6, angles)
+    for i in range(4):
+        assert np.array_equal(ours[i, ..., 0], imagemagick(flakes[i, ..., 0], 12, 6, angles[i]))

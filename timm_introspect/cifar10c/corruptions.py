@@ -240,8 +240,9 @@ def _imagemagick_motion_blur(x: np.ndarray, radius: float, sigma: float, angles:
 
     A one-sided Gaussian of ``2 ceil(radius) + 1`` taps (weight ``exp(-i^2 / 2 sigma^2)``, normalized),
     tap ``i`` read at ``(x + ceil(i cos a - 1/2), y + ceil(i sin a - 1/2))``, edge pixels repeated outside
-    the image; then the 16-bit quantum rounding of a Q16 build and its scaling back to 8 bits when the
-    original writes the PNG it decodes with OpenCV.
+    the image, summed on the 16-bit scale of a Q16 build and rounded there; the 8-bit PNG the original
+    decodes with OpenCV then holds that value truncated to 8 bits. A test compares this with ImageMagick
+    itself (through Wand) where it is installed: equal, pixel for pixel.
     """
     n, h, w = x.shape[:3]
     width = int(2 * np.ceil(radius) + 1)
@@ -261,8 +262,8 @@ def _imagemagick_motion_blur(x: np.ndarray, radius: float, sigma: float, angles:
         r = np.clip(rows + off_y[:, i, None, None], 0, h - 1)
         c = np.clip(cols + off_x[:, i, None, None], 0, w - 1)
         quantum += kernel[i] * x16[batch, r, c]
-    q = np.floor(np.clip(quantum, 0, 65535) + 0.5).astype(np.int64)  # ClampToQuantum
-    return (((q + 128) - ((q + 128) >> 8)) >> 8).astype(np.uint8)  # ScaleQuantumToChar
+    q = np.floor(np.clip(quantum, 0, 65535) + 0.5).astype(np.int64)  # ClampToQuantum: rounds to 16 bits
+    return (q // 257).astype(np.uint8)  # the 8-bit PNG it writes truncates (bit-exact with ImageMagick 6.9.11 Q16)
 
 
 def _motion_blur(x, c, rng):
