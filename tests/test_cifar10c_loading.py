@@ -1,6 +1,5 @@
 """Loading CIFAR-10-C: the release's folder / tar, rows read by ``datasets``, and Hub mirrors over real HTTP."""
 
-import io
 import tarfile
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from huggingface_hub import constants
 
 from hub_server import Repo
-from timm_introspect.cifar10c import corrupt, load_cifar10c, load_official, write_official
+from timm_introspect.cifar10c import load_cifar10c, load_official, write_official
 
 
 @pytest.fixture(scope="module")

@@ -82,3 +82,18 @@ def test_low_rank_heads_round_trip(tmp_path, images):
         loaded = IntrospectiveHead.from_pretrained(tmp_path / type(net).__name__)
         assert type(loaded.introspective_net) is type(net)
         assert torch.equal(loaded(x).logits, head(x).logits)
+
+
+def test_factors_are_trained_without_weight_decay():
+    from timm_introspect.mlp import IntrospectiveMLP
+    from timm_introspect.training import Schedule
+
+    net = FactorizedMLP([(10, 32)], 10, rank=8, hidden=(4,))
+    opt = Schedule(epochs=1, weight_decay=5e-3).optimizer(net)
+    decayed, free = opt.param_groups
+    assert decayed["weight_decay"] == 5e-3 and free["weight_decay"] == 0.0
+    free_ids = {id(p) for p in free["params"]}
+    assert free_ids == {id(net.delta_proj[0]), id(net.h_proj[0]), id(net.bias)}
+    assert {id(p) for p in decayed["params"]} == {id(p) for p in net.rest.parameters()}
+    (only,) = Schedule(epochs=1).optimizer(IntrospectiveMLP(20, 10)).param_groups  # the paper's H: all decayed
+    assert only["weight_decay"] == 5e-4

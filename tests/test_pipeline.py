@@ -162,7 +162,7 @@ def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_pat
 
 def test_two_processes_count_every_image_once(tiny, backbone_dir, tmp_path):
     train, test = load_images(str(tiny), "train"), load_images(str(tiny), "test")
-    head = fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
     single = evaluate(IntrospectiveHead.from_pretrained(tmp_path / "h"), test, batch_size=5)
     out = tmp_path / "metrics.json"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}

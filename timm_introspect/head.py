@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import safetensors.torch
-import timm
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, ModelHubMixin
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError

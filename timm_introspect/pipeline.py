@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import safetensors.torch
-import timm
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator

@@ -14,7 +14,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from accelerate import Accelerator
@@ -46,8 +46,18 @@ class Schedule:
             return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
-    def optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """SGD over ``model``'s trainable parameters. Those named by ``model.no_weight_decay()`` (timm's
+        convention: names or name prefixes) get no weight decay, e.g. the bilinear factors of
+        :class:`~timm_introspect.lowrank.FactorizedMLP`, which L2 would shrink towards zero together."""
+        skip = tuple(getattr(model, "no_weight_decay", lambda: ())())
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                exempt = any(name == s or name.startswith(s + ".") for s in skip)
+                (no_decay if exempt else decay).append(p)
+        groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+        return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 #: Named schedules: the paper's recipe for f and for H, and fast ones.
@@ -104,7 +114,7 @@ def train_loop(
     Returns:
         The trained model, unwrapped.
     """
-    optimizer = schedule.optimizer(p for p in model.parameters() if p.requires_grad)
+    optimizer = schedule.optimizer(model)
     # counted before prepare(): with N processes accelerate steps the scheduler N times per optimizer
     # step, so the schedule advances by the batches of all processes (len(loader) per epoch)
     steps_per_epoch = len(loader)
