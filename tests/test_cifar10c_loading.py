@@ -22,13 +22,26 @@ def release(tmp_path_factory):
     return folder, images, labels, written["md5"]
 
 
-def test_same_seed_same_files(release, tmp_path):
+def test_same_seed_same_files_and_resume(release, tmp_path):
     folder, images, labels, sums = release
-    again = write_official(tmp_path / "again", images, labels, corruptions=("contrast", "fog", "gaussian_noise"),
-                           progress=False)
-    assert again["md5"] == sums
+    # each corruption has its own seeded generator: fog alone gives the same file as fog among others
+    alone = write_official(tmp_path / "alone", images, labels, corruptions=("fog",), progress=False)
+    assert alone["md5"]["fog.npy"] == sums["fog.npy"]
     other = write_official(tmp_path / "other", images, labels, corruptions=("fog",), seed=1, progress=False)
     assert other["md5"]["fog.npy"] != sums["fog.npy"]
+    # run again with more corruptions: the finished file is kept, the new ones are made
+    before = (tmp_path / "alone" / "fog.npy").stat().st_mtime_ns
+    more = write_official(tmp_path / "alone", images, labels, corruptions=("contrast", "fog", "gaussian_noise"),
+                          progress=False)
+    assert more["reused"] == ["fog"] and set(more["seconds"]) == {"contrast", "gaussian_noise"}
+    assert (tmp_path / "alone" / "fog.npy").stat().st_mtime_ns == before
+    assert more["md5"] == sums
+    # a damaged file, or other settings, is made again
+    (tmp_path / "alone" / "fog.npy").write_bytes(b"broken")
+    again = write_official(tmp_path / "alone", images, labels, corruptions=("fog",), progress=False)
+    assert again["reused"] == [] and again["md5"]["fog.npy"] == sums["fog.npy"]
+    reseeded = write_official(tmp_path / "alone", images, labels, corruptions=("fog",), seed=1, progress=False)
+    assert reseeded["reused"] == [] and reseeded["md5"]["fog.npy"] == other["md5"]["fog.npy"]
 
 
 def test_only_the_requested_files_are_read(release):

@@ -242,6 +242,8 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
     Path(args.out, "generation.json").write_text(json.dumps(written, indent=2))
     for name, sec in written["seconds"].items():
         print(f"{name:18s} {sec:7.1f} s")
+    if written["reused"]:
+        print(f"kept from an earlier run with the same images and seed: {', '.join(written['reused'])}")
     print(f"{len(corruptions)} corruptions x 5 severities x {len(pixels)} images in {written['total_seconds']:.0f} s "
           f"-> {args.out} (md5 sums in generation.json)")
     return written

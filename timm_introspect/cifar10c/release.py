@@ -26,10 +26,14 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
                    progress: bool = True) -> dict[str, dict]:
     """Write ``<corruption>.npy`` (5 severity blocks of ``len(images)``) and ``labels.npy``, as the release.
 
-    Images are corrupted ``chunk`` at a time (bounded memory); one seeded generator drives everything, so
-    the same ``seed`` and ``chunk`` give byte-identical files. Returns ``{"md5": {file: sum},
-    "seconds": {corruption: generation time}}``.
+    Each corruption has its own generator, seeded by ``(seed, its index in CORRUPTIONS)``, so a file does
+    not depend on which others are made; images are corrupted ``chunk`` at a time (bounded memory). Files
+    are written whole (a temporary name, then renamed) and listed with their md5 in ``manifest.json``; run
+    again with the same images, seed and chunk, a finished file is kept, so an interrupted run resumes.
+    Returns ``{"md5": {file: sum}, "seconds": {corruption: generation time}, "reused": [corruption, ...]}``.
     """
+    import json
+
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
@@ -37,12 +41,25 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown:
         raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
-    rng = np.random.default_rng(seed)
-    seconds = {}
+    images = np.ascontiguousarray(images)
+    settings = {"seed": seed, "chunk": chunk, "images_md5": hashlib.md5(images.tobytes()).hexdigest(),
+                "labels_md5": hashlib.md5(np.asarray(labels, dtype=np.uint8).tobytes()).hexdigest()}
+    manifest_path = out_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    done = manifest.get("files", {}) if manifest.get("settings") == settings else {}
+    manifest = {"settings": settings, "files": {}}
     np.save(out_dir / "labels.npy", np.tile(np.asarray(labels, dtype=np.uint8), 5))
+    seconds, reused = {}, []
     bar = tqdm(total=len(corruptions) * 5 * len(images), unit="img", desc="CIFAR-10-C", disable=not progress)
     for name in corruptions:
+        path = out_dir / f"{name}.npy"
+        if path.name in done and path.is_file() and _file_md5(path) == done[path.name]:
+            manifest["files"][path.name] = done[path.name]
+            reused.append(name)
+            bar.update(5 * len(images))
+            continue
         start = time.perf_counter()
+        rng = np.random.default_rng([seed, CORRUPTIONS.index(name)])
         out = np.empty((5 * len(images), *images.shape[1:]), dtype=np.uint8)
         for s in range(1, 6):
             for i in range(0, len(images), chunk):
@@ -55,10 +72,13 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
         tmp = out_dir / f".{name}.npy.partial"
         with open(tmp, "wb") as fh:
             np.save(fh, out)
-        tmp.replace(out_dir / f"{name}.npy")  # an interrupted run never leaves a truncated file
+        tmp.replace(path)  # an interrupted run never leaves a truncated file
+        manifest["files"][path.name] = _file_md5(path)
+        manifest_path.write_text(json.dumps(manifest, indent=2))
     bar.close()
-    sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(out_dir.glob("*.npy"))}
-    return {"md5": sums, "seconds": seconds}
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    sums = {p.name: _file_md5(p) for p in sorted(out_dir.glob("*.npy"))}
+    return {"md5": sums, "seconds": seconds, "reused": reused}
 
 
 #: The release on Zenodo (record 2535967): one tar of ``CIFAR-10-C/<corruption>.npy`` and ``labels.npy``.
