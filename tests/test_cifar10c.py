@@ -38,7 +38,12 @@ def clean() -> np.ndarray:
 def test_params_follow_the_spec():
     spec = json.loads(SPEC.read_text())
     for name, values in PARAMS.items():
-        assert [list(v) if isinstance(v, tuple) else v for v in values] == spec[name]["per_severity"], name
+        ours = [list(v) if isinstance(v, tuple) else v for v in values]
+        for mine, listed in zip(ours, spec[name]["per_severity"], strict=True):  # listed: rounded for reading
+            assert np.allclose(mine, listed, rtol=0, atol=1e-12), name
+        # the original's own expression, evaluated: exactly our values (zoom factors included, unrounded)
+        original = eval(spec[name]["source_expr"], {"np": np, "IMSIZE": 32})  # noqa: S307  (a local spec file)
+        assert [np.asarray(v).tolist() if not np.isscalar(v) else v for v in original] == ours, name
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
@@ -285,17 +290,27 @@ def test_zoom_matrix_equals_scipy_zoom(clean, factor):
 
 
 def test_zoom_blur_is_the_original_average(clean):
-    from timm_introspect.cifar10c.corruptions import _clipped_zoom
+    from scipy.ndimage import zoom
 
-    x = (clean[:16] / 255.0).astype(np.float32)
-    for severity in (1, 5):
-        factors = PARAMS["zoom_blur"][severity - 1]
-        out = np.zeros_like(x)
-        for f in factors:
-            out += _clipped_zoom(x, f)
-        expected = np.uint8(np.clip((x + out) / (len(factors) + 1), 0, 1) * 255)
-        got = corrupt(clean[:16], "zoom_blur", severity)
-        assert (got != expected).mean() < 1e-4 and np.abs(got.astype(int) - expected).max() <= 1
+    def clipped_zoom(img, factor):  # the original's, one image at a time
+        h = img.shape[0]
+        ch = int(np.ceil(h / factor))
+        top = (h - ch) // 2
+        img = zoom(img[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
+        trim = (img.shape[0] - h) // 2
+        return img[trim : trim + h, trim : trim + h]
+
+    for severity, stop in enumerate((1.06, 1.11, 1.16, 1.21, 1.26), start=1):
+        factors = np.arange(1, stop, 0.01)  # as the original writes them
+        expected = []
+        for img in clean[:12]:
+            x = (img / 255.0).astype(np.float32)
+            out = np.zeros_like(x)
+            for f in factors:
+                out += clipped_zoom(x, f)
+            expected.append(np.uint8(np.clip((x + out) / (len(factors) + 1), 0, 1) * 255))
+        got = corrupt(clean[:12], "zoom_blur", severity)
+        assert (got != np.stack(expected)).mean() < 1e-4 and np.abs(got.astype(int) - expected).max() <= 1, severity
 
 
 def test_motion_blur_is_imagemagick_bit_for_bit(clean):

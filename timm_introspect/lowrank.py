@@ -92,11 +92,6 @@ class RankOneMLP(nn.Module):
     def forward(self, factors: Factors) -> torch.Tensor:
         return self.rest(self.first_layer(factors))
 
-    def no_weight_decay(self) -> set[str]:
-        """Parameters trained without weight decay: L2 on both factors of a product pulls them to zero
-        together (the first layer then stays at its bias), so A, B and the bias are left free."""
-        return {"delta_proj", "h_proj", "bias"}
-
     def config(self) -> dict[str, Any]:
         return {"shapes": [list(s) for s in self.shapes], "num_classes": self.num_classes, "hidden": list(self.hidden),
                 "act_layer": self.act_layer.__name__}

@@ -39,7 +39,9 @@ PARAMS: dict[str, list] = {
     "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
     "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
     "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
-    "zoom_blur": [[round(1 + 0.01 * i, 2) for i in range(n)] for n in (7, 12, 16, 21, 26)],
+    # the original's np.arange(1, stop, 0.01) values as they are (1.2500000000000002, not 1.25: the zoomed
+    # size round(26 * factor) and so the image depend on it)
+    "zoom_blur": [np.arange(1, stop, 0.01).tolist() for stop in (1.06, 1.11, 1.16, 1.21, 1.26)],
     "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
     "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
     "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
