@@ -148,7 +148,7 @@ def main(argv=None) -> dict:
     if args.cifar10c:
         # the release's images are the test split in order; with --limit, the same seeded subset of image
         # numbers is taken from the clean split and from every severity block (splits may be sorted by class)
-        official, official_labels = load_cifar10c(args.cifar10c, corruptions)
+        official, official_labels = load_cifar10c(args.cifar10c, corruptions[:1])  # one corruption at a time
         clean, labels = as_uint8(load_images(args.data, "test"))
         n = len(official_labels) // 5
         if len(labels) != n or not np.array_equal(labels, official_labels[:n]):
@@ -158,12 +158,12 @@ def main(argv=None) -> dict:
     else:
         clean, labels = as_uint8(load_images(args.data, "test", limit=limit, seed=args.seed))
     start, stop = (int(v) for v in args.calibration_rows.split(":"))
-    calib_ds = load_images(args.data, "train").dataset.shuffle(seed=args.seed).select(range(start, stop))
-    calib_images = np.stack([np.asarray(im.convert("RGB")) for im in calib_ds["img" if "img" in calib_ds.features else "image"]])
-    calib_labels = torch.as_tensor(np.asarray(calib_ds["label"]))
+    train = load_images(args.data, "train")
+    train.dataset = train.dataset.shuffle(seed=args.seed).select(range(start, stop))
+    calib_images, calib_labels = as_uint8(train)
 
     f_cal, _ = predict(head, calib_images, args.batch_size)
-    temperature = fit_temperature(f_cal, calib_labels)
+    temperature = fit_temperature(f_cal, torch.as_tensor(calib_labels))
 
     def score(images: np.ndarray, y: np.ndarray) -> dict:
         f, h = predict(head, images, args.batch_size)
@@ -174,13 +174,15 @@ def main(argv=None) -> dict:
     results = {"model": str(args.model), "data": args.data, "temperature": temperature,
                "calibration_rows": args.calibration_rows, "images_per_set": len(clean),
                "clean": score(clean, labels), "corrupted": []}
-    rng = np.random.default_rng(args.seed)
     jobs = [(c, s) for c in corruptions for s in args.severities]
     for c, s in tqdm(jobs, desc="CIFAR-10-C"):
         if official is not None:
+            if c not in official:  # only one corruption's 50,000 images in memory at a time
+                official, _ = load_cifar10c(args.cifar10c, (c,))
             rows = (s - 1) * n + subset
             images, y = official[c][rows], official_labels[rows]
-        else:
+        else:  # one seeded generator per corruption and severity: a set does not depend on the others run
+            rng = np.random.default_rng([args.seed, CORRUPTIONS.index(c), s])
             images, y = corrupt(clean, c, s, rng, frost_dir=args.frost_dir), labels
         results["corrupted"].append({"corruption": c, "severity": s, **score(images, y)})
     keys = ("accuracy", "ece", "mce", "nll", "brier")

@@ -105,6 +105,9 @@ def _handler(state: HubState):
                         return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
                     files = dict(repo.files)
                     head_commit = repo.head
+                rev = unquote(parts[6]) if len(parts) > 6 else "main"
+                if rev not in ("main", head_commit):
+                    return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
                 if len(parts) > 6 and parts[5] == "tree":  # one page: the folder's entries, or all files below it
                     under = "/".join(parts[7:]).strip("/")
                     under = under + "/" if under else ""

@@ -113,8 +113,20 @@ def test_simple_ones_match_their_formulas(clean):
 def test_frost_adds_the_overlays(clean):
     if not FROST.is_dir():
         pytest.skip("../shared/data/cifar10c-frost is not beside the project")
-    frosted = corrupt(clean, "frost", 1, rng=0, frost_dir=FROST).astype(float)
-    assert (frosted >= clean).all()  # severity 1: x + 0.2 * frost, clipped
+    import cv2
+
+    overlays = [cv2.resize(cv2.imread(str(FROST / f)), (0, 0), fx=0.2, fy=0.2)[..., [2, 1, 0]]
+                for f in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")]
+    for severity in (1, 5):
+        c = PARAMS["frost"][severity - 1]
+        rng = np.random.default_rng(7)  # the original, image by image, drawing as it does
+        expected = []
+        for img in clean:
+            frost = overlays[rng.integers(5)]
+            top, left = rng.integers(0, frost.shape[0] - 32), rng.integers(0, frost.shape[1] - 32)
+            crop = frost[top : top + 32, left : left + 32]
+            expected.append(np.uint8(np.clip(c[0] * img.astype(np.float64) + c[1] * crop, 0, 255)))
+        assert np.array_equal(corrupt(clean, "frost", severity, rng=7, frost_dir=FROST), np.stack(expected))
     with pytest.raises(ValueError, match="frost_dir"):
         corrupt(clean, "frost", 1)
 

@@ -44,12 +44,35 @@ def test_same_seed_same_files_and_resume(release, tmp_path):
     assert reseeded["reused"] == [] and reseeded["md5"]["fog.npy"] == other["md5"]["fog.npy"]
 
 
-def test_only_the_requested_files_are_read(release):
+def test_only_the_requested_files_are_read(release, tmp_path):
     folder, images, labels, sums = release
-    (folder.parent / "junk").mkdir(exist_ok=True)
-    data, lab = load_official(folder, corruptions=("fog",), md5=sums)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in folder.glob("*.npy"):
+        (copy / p.name).write_bytes(p.read_bytes())
+    (copy / "contrast.npy").write_bytes(b"not an array")  # never read when only fog is asked for
+    data, lab = load_official(copy, corruptions=("fog",), md5=sums)
     assert list(data) == ["fog"] and data["fog"].shape == (40, 32, 32, 3)
     assert np.array_equal(lab, np.tile(labels, 5))
+    with pytest.raises(ValueError, match="contrast.npy .* not a readable .npy"):
+        load_official(copy)
+
+
+def test_generator_never_mixes_sets(release, tmp_path):
+    folder, images, labels, sums = release
+    out = tmp_path / "set"
+    write_official(out, images, labels, corruptions=("contrast", "fog"), progress=False)
+    # other images: the earlier files go, the new ones come; nothing of the first set is left to mislabel
+    write_official(out, images[::-1].copy(), labels[::-1].copy(), corruptions=("contrast",), progress=False)
+    assert sorted(p.name for p in out.glob("*.npy")) == ["contrast.npy", "labels.npy"]
+    data, lab = load_official(out)
+    assert list(data) == ["contrast"] and np.array_equal(lab, np.tile(labels[::-1], 5))
+    # a folder with someone else's files is refused
+    other = tmp_path / "other"
+    other.mkdir()
+    np.save(other / "fog.npy", np.zeros((5, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="not written by this generator"):
+        write_official(other, images, labels, corruptions=("contrast",), progress=False)
 
 
 def test_damaged_files_are_refused(release, tmp_path):
@@ -134,6 +157,22 @@ def test_hub_rows_through_datasets(release, hub, tmp_path):
     data, lab = load_cifar10c("tester/cifar10-c-rows", corruptions=("fog",), cache_dir=tmp_path / "hf")
     assert np.array_equal(data["fog"], np.load(folder / "fog.npy"))
     assert ("GET", "/datasets/tester/cifar10-c-rows/resolve/" + "b" * 40 + "/data/test-00000-of-00001.parquet") in hub.state.requests
+
+
+def test_rows_need_equal_severity_blocks(release, tmp_path):
+    ds = rows_dataset(release)
+    ds = ds.filter(lambda row: not (row["corruption_level"] == 2 and row["index"] < 3))  # 3 images lack severity 2
+    ds.to_parquet(str(tmp_path / "uneven" / "test-00000-of-00001.parquet"))
+    with pytest.raises(ValueError, match=r"\[8, 5, 8, 8, 8\] rows at severities 1-5"):
+        load_cifar10c(tmp_path / "uneven", corruptions=("fog",), cache_dir=tmp_path / "hf")
+
+
+def test_unknown_hub_repo_or_revision(release, hub):
+    folder, *_ = release
+    hub.state.repos["datasets/tester/cifar10-c"] = Repo(
+        files={p.name: p.read_bytes() for p in folder.glob("*.npy")}, commits=["c" * 40])
+    with pytest.raises(ValueError, match="has no revision 'v9'"):
+        load_cifar10c("tester/cifar10-c", corruptions=("fog",), revision="v9")
 
 
 def test_unknown_hub_repo(hub):

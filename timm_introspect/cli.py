@@ -229,6 +229,9 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
     from .cifar10c import CORRUPTIONS, write_official
 
     corruptions = tuple(args.corruptions or CORRUPTIONS)
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
     if "frost" in corruptions and args.frost_dir is None:
         raise SystemExit("frost needs its overlay images: pass --frost-dir (a folder with frost1.png ... frost5.jpg), "
                          "or leave frost out with --corruptions")

@@ -26,6 +26,7 @@ from . import hub
 from .data import LabeledImages, make_transform
 from .hub import save_backbone
 from .errors import CheckpointError
+from .classifier import find_classifiers
 from .head import IntrospectiveHead
 from .lowrank import FactorizedMLP, RankOneMLP
 from .metrics import classification_metrics
@@ -42,15 +43,15 @@ CACHE_FORMAT = 1
 HEAD_NETS = ("mlp", "factorized", "rankone")
 
 
-def _make_net(kind: str, head: IntrospectiveHead) -> nn.Module:
+def _make_net(kind: str, backbone: nn.Module) -> nn.Module | None:
+    """H of kind ``kind`` for f (``None``: the head's default, the paper's MLP)."""
     if kind not in HEAD_NETS:
         raise ValueError(f"unknown H {kind!r}; choose from {', '.join(HEAD_NETS)}")
-    shapes = [tuple(c.weight.shape[:2]) for c in head.classifiers]
-    if kind == "factorized":
-        return FactorizedMLP(shapes, head.num_classes)
-    if kind == "rankone":
-        return RankOneMLP(shapes, head.num_classes)
-    return head.introspective_net
+    if kind == "mlp":
+        return None
+    shapes = [tuple(c.weight.shape[:2]) for c in find_classifiers(backbone)]
+    num_classes = int(getattr(backbone, "num_classes", 0) or shapes[0][0])
+    return (FactorizedMLP if kind == "factorized" else RankOneMLP)(shapes, num_classes)
 
 
 def _loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:
@@ -255,10 +256,8 @@ def fit_head(
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
-    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names)
-    if net != "mlp":  # an H on (delta, h), sized from the classifiers found; the head then scales factors
-        head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names,
-                                      introspective_net=_make_net(net, head))
+    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names,
+                                  introspective_net=_make_net(net, backbone))
     train.check_labels(head.num_classes)
     features, labels, cache_folder = extract_features(accelerator, head, train, cache_dir or out_dir / "feature-cache",
                                                       batch_size=batch_size, workers=workers, factored=head.takes_factors)
@@ -269,16 +268,16 @@ def fit_head(
     columns = [t for n in names for t in scaled[n]] if head.takes_factors else [scaled]
     loader = DataLoader(TensorDataset(*columns, labels), batch_size=batch_size, shuffle=True)
 
-    def loss_fn(net: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+    def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
         *x, y = batch
         inputs = {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(names)} if names else x[0]
-        return F.cross_entropy(net(inputs), y)
+        return F.cross_entropy(model(inputs), y)
 
     signature = {"features": cache_folder.name, "loss": head.loss, "batch_size": batch_size, "seed": seed,
                  "introspective_net": head.introspection_config().introspective_net}
-    net = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints", "H",
-                     on_step, signature=signature)
-    head.introspective_net = net.to("cpu")
+    trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
+                         "H", on_step, signature=signature)
+    head.introspective_net = trained.to("cpu")
     head.to("cpu").eval()
     head.dataset = train.source
     if accelerator.is_main_process:

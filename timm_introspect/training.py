@@ -48,8 +48,10 @@ class Schedule:
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """SGD over ``model``'s trainable parameters. Those named by ``model.no_weight_decay()`` (timm's
-        convention: names or name prefixes) get no weight decay, e.g. the bilinear factors of
-        :class:`~timm_introspect.lowrank.FactorizedMLP`, which L2 would shrink towards zero together."""
+        method name; here a name or a module prefix such as ``"delta_proj"``) get no weight decay, e.g. the
+        bilinear factors of :class:`~timm_introspect.lowrank.FactorizedMLP`, which L2 would shrink towards
+        zero together. Unlike timm's optimizer factory, 1-D parameters are not exempted by default (the
+        paper decays all of H)."""
         skip = tuple(getattr(model, "no_weight_decay", lambda: ())())
         decay, no_decay = [], []
         for name, p in model.named_parameters():

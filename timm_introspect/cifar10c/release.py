@@ -17,7 +17,10 @@ import numpy as np
 
 from .corruptions import CORRUPTIONS, corrupt
 
-__all__ = ["RELEASE_TAR", "load_cifar10c", "load_official", "write_official"]
+__all__ = ["GENERATOR_VERSION", "RELEASE_TAR", "load_cifar10c", "load_official", "write_official"]
+
+#: Bumped whenever a corruption's output changes, so that files made by an older generator are made again.
+GENERATOR_VERSION = 2
 
 
 def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
@@ -28,8 +31,10 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
 
     Each corruption has its own generator, seeded by ``(seed, its index in CORRUPTIONS)``, so a file does
     not depend on which others are made; images are corrupted ``chunk`` at a time (bounded memory). Files
-    are written whole (a temporary name, then renamed) and listed with their md5 in ``manifest.json``; run
-    again with the same images, seed and chunk, a finished file is kept, so an interrupted run resumes.
+    are written whole (a temporary name, then renamed) and listed with their md5 in ``manifest.json``. Run
+    again with the same images, labels, seed, chunk, frost folder and :data:`GENERATOR_VERSION`, a finished
+    file is kept (an interrupted run resumes); with other settings the earlier files are deleted. A folder
+    holding ``.npy`` files this generator did not write is refused.
     Returns ``{"md5": {file: sum}, "seconds": {corruption: generation time}, "reused": [corruption, ...]}``.
     """
     import json
@@ -42,19 +47,27 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     if unknown:
         raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
     images = np.ascontiguousarray(images)
-    settings = {"seed": seed, "chunk": chunk, "images_md5": hashlib.md5(images.tobytes()).hexdigest(),
+    settings = {"generator": GENERATOR_VERSION, "seed": seed, "chunk": chunk,
+                "frost_dir": str(Path(frost_dir).resolve()) if frost_dir is not None else None,
+                "images_md5": hashlib.md5(images.tobytes()).hexdigest(),
                 "labels_md5": hashlib.md5(np.asarray(labels, dtype=np.uint8).tobytes()).hexdigest()}
     manifest_path = out_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    done = manifest.get("files", {}) if manifest.get("settings") == settings else {}
-    manifest = {"settings": settings, "files": {}}
+    ours = set(manifest.get("files", {}))
+    foreign = sorted(p.name for p in out_dir.glob("*.npy") if p.name != "labels.npy" and p.name not in ours)
+    if foreign:
+        raise ValueError(f"{out_dir} holds {', '.join(foreign)}, not written by this generator: choose an empty "
+                         "folder (the set would mix them with labels of other images)")
+    done = manifest["files"] if manifest.get("settings") == settings else {}
+    for stale in ours - set(done):  # made from other images or settings: never left beside the new ones
+        (out_dir / stale).unlink(missing_ok=True)
+    manifest = {"settings": settings, "files": dict(done)}
     np.save(out_dir / "labels.npy", np.tile(np.asarray(labels, dtype=np.uint8), 5))
     seconds, reused = {}, []
     bar = tqdm(total=len(corruptions) * 5 * len(images), unit="img", desc="CIFAR-10-C", disable=not progress)
     for name in corruptions:
         path = out_dir / f"{name}.npy"
         if path.name in done and path.is_file() and _file_md5(path) == done[path.name]:
-            manifest["files"][path.name] = done[path.name]
             reused.append(name)
             bar.update(5 * len(images))
             continue
@@ -175,8 +188,10 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
             raise ValueError(f"{where} has no rows of {c!r}; it has {', '.join(sorted(set(names.tolist())))}")
         order = np.asarray(ds[index])[rows] if index else np.arange(len(rows))
         rows = rows[np.lexsort((order, levels[rows]))]  # severity blocks; by image number (else row order) within
-        if sorted(set(levels[rows].tolist())) != [1, 2, 3, 4, 5] or len(rows) % 5:
-            raise ValueError(f"{where}: {c!r} does not have equal blocks of severities 1-5")
+        per_level = np.bincount(levels[rows], minlength=6)
+        if per_level[0] or len(per_level) != 6 or len(set(per_level[1:].tolist())) != 1:
+            raise ValueError(f"{where}: {c!r} has {per_level[1:].tolist()} rows at severities 1-5 (and "
+                             f"{int(per_level[0])} at others); the layout needs the same images at each of 1-5")
         subset = ds.select(rows.tolist())
         data[c] = np.stack([np.asarray(im.convert("RGB")) for im in subset[image]])
         if labels is None:
@@ -205,16 +220,17 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
             return _from_rows(datasets.load_dataset(str(path), split=split, cache_dir=cache_dir), corruptions, str(path))
         return load_official(path, corruptions, md5)
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     repo = str(source)
-    wanted = set(f"{c}.npy" for c in corruptions) | {"labels.npy"} if corruptions else None
+    wanted = (set(f"{c}.npy" for c in corruptions) | {"labels.npy"}) if corruptions else None
     try:
         files = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
+    except RevisionNotFoundError as err:
+        raise ValueError(f"the dataset repo {repo} has no revision {revision!r}") from err
     except RepositoryNotFoundError as err:
         raise ValueError(f"{repo} is neither a local path nor a dataset repo on the Hub") from err
-    except (OfflineModeIsEnabled, HfHubHTTPError, OSError) as err:
-        # offline: whatever .npy files of this repo are in the cache
+    except Exception as err:  # offline mode, no network, a server error: the .npy files already cached
         patterns = sorted(f"*{n}" for n in wanted) if wanted else ["*.npy"]
         unreachable = (f"cannot reach the Hub for {repo} and {{what}} not in the cache ({type(err).__name__}); "
                        "connect, or pass a local folder or tar")
