@@ -178,3 +178,31 @@ def test_unknown_hub_repo_or_revision(release, hub):
 def test_unknown_hub_repo(hub):
     with pytest.raises(ValueError, match="neither a local path nor a dataset repo"):
         load_cifar10c("tester/no-such-set")
+
+
+def test_cli_generates_the_release_layout(release, tmp_path, capsys):
+    import json
+
+    import datasets
+    from PIL import Image
+
+    from timm_introspect.cli import main
+
+    folder, images, labels, sums = release
+    ds = datasets.Dataset.from_dict(
+        {"img": [Image.fromarray(im) for im in images], "label": labels.tolist()},
+        features=datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}))
+    ds.to_parquet(str(tmp_path / "cifar" / "test-00000-of-00001.parquet"))
+    out = tmp_path / "c10c"
+    main(["cifar10c", "--data", str(tmp_path / "cifar"), "--corruptions", "contrast", "fog", "--out", str(out)])
+    report = json.loads((out / "generation.json").read_text())
+    assert report["images"] == 8 and set(report["seconds"]) == {"contrast", "fog"}
+    # the same files as write_official on the same images, seed 0
+    assert report["md5"]["fog.npy"] == sums["fog.npy"] and report["md5"]["labels.npy"] == sums["labels.npy"]
+    data, lab = load_cifar10c(out)
+    assert set(data) == {"contrast", "fog"} and data["fog"].shape == (40, 32, 32, 3)
+    assert "fog" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown corruption"):
+        main(["cifar10c", "--data", str(tmp_path / "cifar"), "--corruptions", "fgo", "--out", str(out)])
+    with pytest.raises(SystemExit, match="--frost-dir"):
+        main(["cifar10c", "--data", str(tmp_path / "cifar"), "--corruptions", "frost", "--out", str(out)])
