@@ -60,11 +60,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def as_uint8(images) -> tuple[np.ndarray, np.ndarray]:
-    arr = np.stack([np.asarray(im.convert("RGB")) for im in images.dataset[images.image_column]])
-    return arr, np.asarray(images.dataset[images.label_column])
-
-
 @torch.no_grad()
 def predict(head: IntrospectiveHead, images: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """f's and H's logits for uint8 images, with f's own preprocessing (mean/std of its data config)."""
@@ -149,18 +144,18 @@ def main(argv=None) -> dict:
         # the release's images are the test split in order; with --limit, the same seeded subset of image
         # numbers is taken from the clean split and from every severity block (splits may be sorted by class)
         official, official_labels = load_cifar10c(args.cifar10c, corruptions[:1])  # one corruption at a time
-        clean, labels = as_uint8(load_images(args.data, "test"))
+        clean, labels = load_images(args.data, "test").arrays()
         n = len(official_labels) // 5
         if len(labels) != n or not np.array_equal(labels, official_labels[:n]):
             raise SystemExit(f"{args.cifar10c} was not made from {args.data}'s test split in order (labels differ)")
         subset = np.sort(np.random.default_rng(args.seed).permutation(n)[: min(limit or n, n)])
         clean, labels = clean[subset], labels[subset]
     else:
-        clean, labels = as_uint8(load_images(args.data, "test", limit=limit, seed=args.seed))
+        clean, labels = load_images(args.data, "test", limit=limit, seed=args.seed).arrays()
     start, stop = (int(v) for v in args.calibration_rows.split(":"))
     train = load_images(args.data, "train")
     train.dataset = train.dataset.shuffle(seed=args.seed).select(range(start, stop))
-    calib_images, calib_labels = as_uint8(train)
+    calib_images, calib_labels = train.arrays()
 
     f_cal, _ = predict(head, calib_images, args.batch_size)
     temperature = fit_temperature(f_cal, torch.as_tensor(calib_labels))

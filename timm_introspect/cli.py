@@ -224,8 +224,6 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_cifar10c(args: argparse.Namespace) -> dict:
-    import numpy as np
-
     from .cifar10c import CORRUPTIONS, write_official
 
     corruptions = tuple(args.corruptions or CORRUPTIONS)
@@ -235,9 +233,7 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
     if "frost" in corruptions and args.frost_dir is None:
         raise SystemExit("frost needs its overlay images: pass --frost-dir (a folder with frost1.png ... frost5.jpg), "
                          "or leave frost out with --corruptions")
-    images = _load(args, args.split, args.limit)
-    pixels = np.stack([np.asarray(im.convert("RGB")) for im in images.dataset[images.image_column]])
-    labels = np.asarray(images.dataset[images.label_column])
+    pixels, labels = _load(args, args.split, args.limit).arrays()
     start = time.perf_counter()
     written = write_official(args.out, pixels, labels, corruptions, seed=args.seed, frost_dir=args.frost_dir)
     written.update(data=args.data, split=args.split, images=len(pixels), seed=args.seed,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import datasets
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
@@ -46,6 +47,11 @@ class LabeledImages:
 
     def labels(self) -> torch.Tensor:
         return torch.as_tensor(self.dataset[self.label_column], dtype=torch.long)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All images as one uint8 RGB array ``(n, H, W, 3)`` (same-size images) and the labels ``(n,)``."""
+        raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
+        return np.stack([np.asarray(_decode(item, "RGB")) for item in raw]), self.labels().numpy()
 
     def split_holdout(self, fraction: float, seed: int = 0) -> tuple["LabeledImages", "LabeledImages"]:
         """``(rest, held_out)``: a seeded random split, e.g. f on the rest and H on the held-out part

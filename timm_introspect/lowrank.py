@@ -30,11 +30,34 @@ __all__ = ["FactorizedMLP", "RankOneMLP"]
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def _shapes(shapes: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    return [(int(n), int(d)) for n, d in shapes]
+class _FactoredMLP(nn.Module):
+    """What both heads share: they read factors, keep their sizes, and end in the dense layers ``rest``.
+
+    Subclasses build ``first_layer(factors) -> (B, k)`` and ``rest``.
+    """
+
+    takes_factors = True
+
+    def __init__(self, shapes: Sequence[Sequence[int]], num_classes: int, hidden: Sequence[int],
+                 act_layer: type[nn.Module] | str) -> None:
+        super().__init__()
+        self.shapes = [(int(n), int(d)) for n, d in shapes]
+        self.num_classes = num_classes
+        self.hidden = tuple(hidden)
+        self.act_layer = resolve_act(act_layer)
+
+    def first_layer(self, factors: Factors) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, factors: Factors) -> torch.Tensor:
+        return self.rest(self.first_layer(factors))
+
+    def config(self) -> dict[str, Any]:
+        return {"shapes": [list(s) for s in self.shapes], "num_classes": self.num_classes, "hidden": list(self.hidden),
+                "act_layer": self.act_layer.__name__}
 
 
-class RankOneMLP(nn.Module):
+class RankOneMLP(_FactoredMLP):
     """The paper's MLP H on factored r_x: equal to :class:`IntrospectiveMLP` with the same weights.
 
     Args:
@@ -44,8 +67,6 @@ class RankOneMLP(nn.Module):
         act_layer: activation between layers.
     """
 
-    takes_factors = True
-
     def __init__(
         self,
         shapes: Sequence[Sequence[int]],
@@ -53,11 +74,7 @@ class RankOneMLP(nn.Module):
         hidden: Sequence[int] = (300, 100),
         act_layer: type[nn.Module] | str = nn.Sigmoid,
     ) -> None:
-        super().__init__()
-        self.shapes = _shapes(shapes)
-        self.num_classes = num_classes
-        self.hidden = tuple(hidden)
-        self.act_layer = resolve_act(act_layer)
+        super().__init__(shapes, num_classes, hidden, act_layer)
         self.first = nn.Linear(sum(n * d for n, d in self.shapes), self.hidden[0])
         self.rest = nn.Sequential(self.act_layer(), *mlp_layers([*self.hidden, num_classes], self.act_layer))
 
@@ -89,15 +106,7 @@ class RankOneMLP(nn.Module):
                 out = out + (v * h.unsqueeze(2)).sum((1, 3))
         return out
 
-    def forward(self, factors: Factors) -> torch.Tensor:
-        return self.rest(self.first_layer(factors))
-
-    def config(self) -> dict[str, Any]:
-        return {"shapes": [list(s) for s in self.shapes], "num_classes": self.num_classes, "hidden": list(self.hidden),
-                "act_layer": self.act_layer.__name__}
-
-
-class FactorizedMLP(nn.Module):
+class FactorizedMLP(_FactoredMLP):
     """H whose first layer has rank-one rows: ``y_j = sum_s (A delta_s)_j (B h_s)_j + b_j``.
 
     Cost O(rank (N + d)) per position instead of O(rank N d).
@@ -110,8 +119,6 @@ class FactorizedMLP(nn.Module):
         act_layer: activation between layers.
     """
 
-    takes_factors = True
-
     def __init__(
         self,
         shapes: Sequence[Sequence[int]],
@@ -120,12 +127,8 @@ class FactorizedMLP(nn.Module):
         hidden: Sequence[int] = (100,),
         act_layer: type[nn.Module] | str = nn.Sigmoid,
     ) -> None:
-        super().__init__()
-        self.shapes = _shapes(shapes)
-        self.num_classes = num_classes
+        super().__init__(shapes, num_classes, hidden, act_layer)
         self.rank = rank
-        self.hidden = tuple(hidden)
-        self.act_layer = resolve_act(act_layer)
         self.delta_proj = nn.ParameterList([nn.Parameter(torch.randn(rank, n) / math.sqrt(n)) for n, _ in self.shapes])
         self.h_proj = nn.ParameterList([nn.Parameter(torch.randn(rank, d) / math.sqrt(d)) for _, d in self.shapes])
         self.bias = nn.Parameter(torch.zeros(rank))
@@ -136,9 +139,6 @@ class FactorizedMLP(nn.Module):
         for (delta, h), a, b in zip(factors.values(), self.delta_proj, self.h_proj):
             out = out + ((delta @ a.T) * (h @ b.T)).sum(1)
         return out
-
-    def forward(self, factors: Factors) -> torch.Tensor:
-        return self.rest(self.first_layer(factors))
 
     def no_weight_decay(self) -> set[str]:
         """Parameters trained without weight decay: L2 on both factors of a product pulls them to zero
@@ -158,5 +158,4 @@ class FactorizedMLP(nn.Module):
         return mlp
 
     def config(self) -> dict[str, Any]:
-        return {"shapes": [list(s) for s in self.shapes], "num_classes": self.num_classes, "rank": self.rank,
-                "hidden": list(self.hidden), "act_layer": self.act_layer.__name__}
+        return {**super().config(), "rank": self.rank}

@@ -62,6 +62,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64) / 255.0
 
 
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """skimage.filters.gaussian per image, as the original calls it (scipy's filter, mode "nearest",
+    truncate 4), over the image axes 1 and 2 of a batch ``(n, H, W[, C])``."""
+    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, *(0,) * (x.ndim - 3)), mode="nearest", truncate=4.0)
+
+
 def _gaussian_noise(x, c, rng):
     x = _unit(x)
     return np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1) * 255
@@ -83,8 +89,7 @@ def _speckle_noise(x, c, rng):
 
 
 def _gaussian_blur(x, c, rng):
-    # skimage.filters.gaussian(x, sigma=c, channel_axis=-1): scipy's filter, mode "nearest", truncate 4
-    return np.clip(ndimage.gaussian_filter(_unit(x), sigma=(0, c, c, 0), mode="nearest", truncate=4.0), 0, 1) * 255
+    return np.clip(_blur(_unit(x), c), 0, 1) * 255
 
 
 def _contrast(x, c, rng):
@@ -123,8 +128,6 @@ def _pixelate(x, c, rng):
     return out
 
 
-def _blur(x01: np.ndarray, sigma: float) -> np.ndarray:
-    return ndimage.gaussian_filter(x01, sigma=(0, sigma, sigma, 0), mode="nearest", truncate=4.0)
 
 
 def _glass_blur(x, c, rng):
@@ -355,14 +358,12 @@ def _spatter(x, c, rng):
     x = x.astype(np.float32) / 255.0
     n, size = x.shape[:2]
     liquid = rng.normal(size=(n, size, size), loc=loc, scale=scale)
-    # skimage.filters.gaussian(layer, sigma): mode "nearest", truncate 4, image by image
-    liquid = ndimage.gaussian_filter(liquid, sigma=(0, sigma, sigma), mode="nearest", truncate=4.0)
+    liquid = _blur(liquid, sigma)
     liquid[liquid < threshold] = 0
     if not mud:
         mask = np.stack([_water_mask(layer) for layer in liquid])[..., None] * intensity
         return np.clip(x + mask * _WATER, 0, 1) * 255
-    mask = ndimage.gaussian_filter((liquid > threshold).astype(np.float32), sigma=(0, intensity, intensity),
-                                   mode="nearest", truncate=4.0)
+    mask = _blur((liquid > threshold).astype(np.float32), intensity)
     mask[mask < 0.8] = 0
     mask = mask[..., None]
     return np.clip(x * (1 - mask) + _MUD * mask, 0, 1) * 255

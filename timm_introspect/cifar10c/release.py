@@ -61,7 +61,7 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     done = manifest["files"] if manifest.get("settings") == settings else {}
     for stale in ours - set(done):  # made from other images or settings: never left beside the new ones
         (out_dir / stale).unlink(missing_ok=True)
-    manifest = {"settings": settings, "files": dict(done)}
+    manifest = {"settings": settings, "files": {k: v for k, v in done.items() if (out_dir / k).is_file()}}
     np.save(out_dir / "labels.npy", np.tile(np.asarray(labels, dtype=np.uint8), 5))
     seconds, reused = {}, []
     bar = tqdm(total=len(corruptions) * 5 * len(images), unit="img", desc="CIFAR-10-C", disable=not progress)
@@ -90,8 +90,8 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
         manifest_path.write_text(json.dumps(manifest, indent=2))
     bar.close()
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    sums = {p.name: _file_md5(p) for p in sorted(out_dir.glob("*.npy"))}
-    return {"md5": sums, "seconds": seconds, "reused": reused}
+    sums = {**manifest["files"], "labels.npy": _file_md5(out_dir / "labels.npy")}  # hashed once, when written
+    return {"md5": dict(sorted(sums.items())), "seconds": seconds, "reused": reused}
 
 
 #: The release on Zenodo (record 2535967): one tar of ``CIFAR-10-C/<corruption>.npy`` and ``labels.npy``.
@@ -119,8 +119,8 @@ def _assemble(names: set[str], read: Callable[[str], bytes], where: str, corrupt
     def load(name: str) -> np.ndarray:
         raw = read(name)
         expected = (md5 or {}).get(name)
-        if expected is not None and hashlib.md5(raw).hexdigest() != expected:
-            raise ValueError(f"{name} in {where} has md5 {hashlib.md5(raw).hexdigest()}, expected {expected}: "
+        if expected is not None and (found := hashlib.md5(raw).hexdigest()) != expected:
+            raise ValueError(f"{name} in {where} has md5 {found}, expected {expected}: "
                              "the file is corrupted or from another release; download it again")
         try:
             return np.load(io.BytesIO(raw), allow_pickle=False)
@@ -154,8 +154,8 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
     if not source.is_file() or not tarfile.is_tarfile(source):
         raise ValueError(f"{source} is neither a folder of .npy files nor a tar archive of CIFAR-10-C")
     expected = md5 if isinstance(md5, str) else (RELEASE_TAR["md5"] if source.stat().st_size == RELEASE_TAR["bytes"] else None)
-    if expected is not None and _file_md5(source) != expected:
-        raise ValueError(f"{source} has md5 {_file_md5(source)}, expected {expected}: the archive is corrupted or "
+    if expected is not None and (found := _file_md5(source)) != expected:
+        raise ValueError(f"{source} has md5 {found}, expected {expected}: the archive is corrupted or "
                          "incomplete; download it again")
     with tarfile.open(source) as tar:
         members = {Path(m.name).name: m for m in tar.getmembers()
