@@ -116,7 +116,7 @@ def plots(results: dict, out: Path) -> list[str]:
     cols = min(4, len(corruptions))
     rows = int(np.ceil(len(corruptions) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.5 * rows), squeeze=False)
-    for ax, c in zip(axes.flat, corruptions):
+    for ax, c in zip(axes.flat, corruptions, strict=False):
         chosen = sorted((s for s in sets if s["corruption"] == c), key=lambda s: s["severity"])
         for m in models:
             ax.plot([s["severity"] for s in chosen], [s[m]["ece"] for s in chosen], marker="o", label=m, c=colors[m])
@@ -195,17 +195,22 @@ def main(argv=None) -> dict:
     summaries = [("clean", results["clean"]),
                  (f"corrupted (mean of {len(jobs)})", {m: results[f"mean_corrupted_{m}"] for m in ("f", "f+TS", "H")})]
     if "mean_common_f" in results:
-        summaries.append((f"15 common (mean of {len(common)})", {m: results[f"mean_common_{m}"] for m in ("f", "f+TS", "H")}))
+        means = {m: results[f"mean_common_{m}"] for m in ("f", "f+TS", "H")}
+        summaries.append((f"15 common (mean of {len(common)})", means))
     for name, per_model in summaries:
         for m, v in per_model.items():
-            lines.append(f"| {name} | {m} | {v['accuracy']:.4f} | {v['ece']:.4f} | {v['mce']:.4f} | {v['nll']:.4f} | {v['brier']:.4f} |")
-    lines += ["", "| corruption | severity | acc f | acc f+TS | acc H | ECE f | ECE f+TS | ECE H |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            cells = " | ".join(f"{v[k]:.4f}" for k in ("accuracy", "ece", "mce", "nll", "brier"))
+            lines.append(f"| {name} | {m} | {cells} |")
+    lines += ["", "| corruption | severity | acc f | acc f+TS | acc H | ECE f | ECE f+TS | ECE H |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["corrupted"]:
-        lines.append(f"| {r['corruption']} | {r['severity']} | {r['f']['accuracy']:.4f} | {r['f+TS']['accuracy']:.4f} | "
+        lines.append(f"| {r['corruption']} | {r['severity']} | {r['f']['accuracy']:.4f} | "
+                     f"{r['f+TS']['accuracy']:.4f} | "
                      f"{r['H']['accuracy']:.4f} | {r['f']['ece']:.4f} | {r['f+TS']['ece']:.4f} | {r['H']['ece']:.4f} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[: 4 + 3 * len(summaries)]))
-    print(f"written: {out / 'results.json'}, {out / 'results.md'}, plots {', '.join(results['plots'])} ({results['seconds']:.0f} s)")
+    print(f"written: {out / 'results.json'}, {out / 'results.md'}, plots {', '.join(results['plots'])} "
+          f"({results['seconds']:.0f} s)")
     return results
 
 

@@ -22,11 +22,11 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from timm_introspect import FactorizedMLP, IntrospectiveHead, RankOneMLP, find_classifiers, introspection_loss
+from timm_introspect import IntrospectiveHead, find_classifiers, introspection_loss, list_nets
 from timm_introspect.models import create_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile f (and H)")
     p.add_argument("--loss", default="mse")
-    p.add_argument("--head", choices=["mlp", "rankone", "factorized"], default="mlp",
+    p.add_argument("--head", choices=list_nets(), default="mlp",
                    help="H: the paper's MLP on materialized r_x, or one reading r_x factored (timm_introspect.lowrank)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
@@ -111,10 +111,7 @@ def bench(name: str, batch: int, args) -> dict:
         paper_model.load_state_dict(model.state_dict())
         paper_model = paper_model.to(memory_format=memory_format)
 
-    shapes = [tuple(c.weight.shape[:2]) for c in find_classifiers(model)]
-    net = {"mlp": None, "rankone": lambda: RankOneMLP(shapes, args.num_classes),
-           "factorized": lambda: FactorizedMLP(shapes, args.num_classes)}[args.head]
-    head = IntrospectiveHead.wrap(model, loss=args.loss, introspective_net=net() if net else None).to(device)
+    head = IntrospectiveHead.wrap(model, loss=args.loss, introspective_net=args.head).to(device)
     with torch.no_grad(), autocast():
         head.fit([x], progress=False)
     forward = torch.compile(model) if args.compile else model
@@ -137,17 +134,24 @@ def bench(name: str, batch: int, args) -> dict:
     rows = {}
     for key, fn in (("forward", run_forward), ("introspect", run_introspect), ("features", run_features)):
         times = timed(fn, args.warmup, args.repeats, device)
-        rows[key] = {"median_s": statistics.median(times), "images_per_s": batch / statistics.median(times), "times_s": times}
+        median = statistics.median(times)
+        rows[key] = {"median_s": median, "images_per_s": batch / median, "times_s": times}
     if paper_model is not None:
         n = min(args.paper_images, batch)
-        times = timed(lambda: paper_way(paper_model, x[:n], args.loss, 1.0, autocast), 1, max(1, args.repeats // 3), device)
-        rows["paper"] = {"median_s": statistics.median(times), "images_per_s": n / statistics.median(times), "times_s": times, "images": n}
+        times = timed(lambda: paper_way(paper_model, x[:n], args.loss, 1.0, autocast), 1, max(1, args.repeats // 3),
+                      device)
+        median = statistics.median(times)
+        rows["paper"] = {"median_s": median, "images_per_s": n / median, "times_s": times, "images": n}
 
     # peak memory: CUDA allocator peak; on CPU the process's peak RSS (run one configuration per process)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {
         "model": name, "batch_size": batch, "img_size": args.img_size, "dtype": args.dtype, "device": str(device),
-        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "head": args.head, "rows": rows,
+        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "head": args.head,
+        "rows": rows,
         "introspect_over_forward": rows["introspect"]["median_s"] / rows["forward"]["median_s"],
         "features_over_forward": rows["features"]["median_s"] / rows["forward"]["median_s"],
         "peak_memory_bytes": peak,
@@ -213,8 +217,10 @@ def main(argv=None) -> list[dict]:
                   f"{'  channels_last' if args.channels_last else ''}{'  compiled' if args.compile else ''}")
             print(f"  {'':12s} {'images/s':>10s} {'ms/batch':>10s}")
             for key, row in r["rows"].items():
-                print(f"  {key:12s} {row['images_per_s']:10.1f} {1000 * row['median_s'] * batch / row.get('images', batch):10.2f}")
-            print(f"  (b)/(a) time: {r['introspect_over_forward']:.3f}   (c)/(a) time: {r['features_over_forward']:.3f}", end="")
+                ms_per_batch = 1000 * row["median_s"] * batch / row.get("images", batch)
+                print(f"  {key:12s} {row['images_per_s']:10.1f} {ms_per_batch:10.2f}")
+            print(f"  (b)/(a) time: {r['introspect_over_forward']:.3f}   "
+                  f"(c)/(a) time: {r['features_over_forward']:.3f}", end="")
             if "paper_over_introspect" in r:
                 print(f"   (d)/(b) speed-up: {r['paper_over_introspect']:.1f}x", end="")
             print(f"\n  peak memory: {r['peak_memory_bytes'] / 2**20:.0f} MiB")
@@ -224,7 +230,8 @@ def main(argv=None) -> list[dict]:
                 r = bench_dataset(name, batch, args)
                 results.append(r)
                 print(f"\n{name} over {r['images']} images of {args.data} [{args.data_split}], batch {batch}: "
-                      f"forward pass {r['median_s']['forward']:.2f} s, r_x extraction {r['median_s']['extract']:.2f} s, "
+                      f"forward pass {r['median_s']['forward']:.2f} s, "
+                      f"r_x extraction {r['median_s']['extract']:.2f} s, "
                       f"ratio {r['extract_over_forward']:.3f}")
     if args.json:
         meta = {"torch": torch.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}

@@ -119,7 +119,8 @@ def check(name: str, args) -> dict:
         n_params = count_params(name)
         rec["params"] = n_params
         if n_params > args.max_params:
-            return {**rec, "status": "skipped", "detail": f"{n_params / 1e6:.0f} M parameters > --max-params {args.max_params / 1e6:.0f} M (memory)"}
+            detail = f"{n_params / 1e6:.0f} M parameters > --max-params {args.max_params / 1e6:.0f} M (memory)"
+            return {**rec, "status": "skipped", "detail": detail}
         try:
             model, x = build(name, args.img_size)
         except Exception as err:
@@ -141,7 +142,8 @@ def check(name: str, args) -> dict:
         return {**rec, "status": "ok", "detail": f"rel err {err:.1e} {rec['dtype']}, {'+'.join(rec['kinds'])}"}
     except Exception as err:
         tb = traceback.extract_tb(err.__traceback__)[-1]
-        return {**rec, "status": "failed", "detail": f"{type(err).__name__}: {str(err)[:200]} ({tb.filename.split('/')[-1]}:{tb.lineno})"}
+        where = f"{tb.filename.split('/')[-1]}:{tb.lineno}"
+        return {**rec, "status": "failed", "detail": f"{type(err).__name__}: {str(err)[:200]} ({where})"}
     finally:
         gc.collect()
 
@@ -158,7 +160,8 @@ def main(argv=None) -> int:
         rec = check(name, args)
         rec["seconds"] = round(time.perf_counter() - t0, 2)
         counts[rec["status"]] += 1
-        print(f"[{i}/{len(names)}] {name:50s} {rec['status']:8s} {rec['detail']}  ({rec.get('seconds', 0):.1f}s)", flush=True)
+        print(f"[{i}/{len(names)}] {name:50s} {rec['status']:8s} {rec['detail']}  ({rec.get('seconds', 0):.1f}s)",
+              flush=True)
         if sink:
             sink.write(json.dumps(rec) + "\n")
             sink.flush()

@@ -118,7 +118,8 @@ def _handler(state: HubState):
                             continue
                         rest = f[len(under):]
                         if recursive or "/" not in rest:
-                            entries.append({"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()})
+                            oid = hashlib.sha1(b).hexdigest()
+                            entries.append({"type": "file", "path": f, "size": len(b), "oid": oid})
                         elif rest.split("/")[0] not in folders:
                             folders.add(rest.split("/")[0])
                             entries.append({"type": "directory", "path": under + rest.split("/")[0], "oid": "0" * 40})
@@ -149,7 +150,8 @@ def _handler(state: HubState):
                 req = json.loads(body)
                 files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
                          for f in req.get("files", [])]
-                return self._json(200, {"files": files, "commitOid": state.repos.get("/".join(parts[3:5]), Repo()).head})
+                head = state.repos.get("/".join(parts[3:5]), Repo()).head
+                return self._json(200, {"files": files, "commitOid": head})
             if len(parts) >= 7 and parts[1] == "api" and parts[2] == "models" and parts[5] == "commit":
                 repo_id = "/".join(parts[3:5])
                 if state.fail_commits:
@@ -185,7 +187,7 @@ class HubServer:
         self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         self.thread.start()
         return self
 

@@ -6,11 +6,11 @@ timm families (linear heads, 1x1-conv heads, two averaged heads), in float64 and
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from helpers import rel_err, timm_model
+from torch import nn
 
 from timm_introspect import LOSSES, IntrospectiveHead, autograd_features
-from conftest import rel_err, timm_model
 
 # (architecture, create_model kwargs, input size): one or more per family
 ARCHS = [

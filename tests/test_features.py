@@ -1,10 +1,10 @@
 """The functional core: per-sample weight gradients equal autograd on the bare layers."""
 
 import torch
+from helpers import rel_err
 from torch import nn
 
 from timm_introspect import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
-from conftest import rel_err
 
 
 def per_sample_autograd(layer: nn.Module, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

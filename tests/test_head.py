@@ -3,6 +3,7 @@
 import pytest
 import timm
 import torch
+from helpers import timm_model
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -15,7 +16,6 @@ from timm_introspect import (
     NotFittedError,
     UnknownLossError,
 )
-from conftest import timm_model
 
 
 @pytest.fixture

@@ -160,7 +160,8 @@ def test_unknown_repo(hub):
 def test_failed_strict_load_changes_nothing():
     module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    state = {"0.weight": torch.ones(2, 3), "0.bias": torch.ones(2), "1.weight": torch.ones(3, 2), "1.bias": torch.ones(2)}
+    state = {"0.weight": torch.ones(2, 3), "0.bias": torch.ones(2),
+             "1.weight": torch.ones(3, 2), "1.bias": torch.ones(2)}
     with pytest.raises(CheckpointError, match="nothing was loaded"):
         load_strict(module, state, "test.safetensors")
     assert all(torch.equal(module.state_dict()[k], v) for k, v in before.items())
@@ -181,15 +182,59 @@ def test_saving_again_rewrites_the_card(saved):
     assert "| clean | H | 0.7500 |" in (saved / "README.md").read_text()
 
 
-def test_cifar_stem_travels_in_timm_config(tmp_path):
-    from timm_introspect import create_model
+def _deep_stem_head() -> tuple[IntrospectiveHead, torch.Tensor]:
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet_cifar", num_classes=4).eval()  # a deep stem: shapes alone cannot tell
+    head = IntrospectiveHead.wrap(model, loss="mse", label_names=["cat", "dog", "ship", "frog"])
+    x = torch.randn(6, 3, 32, 32)
+    head.fit([x], progress=False)
+    return head, x
+
+
+def test_cifar_model_is_a_registered_architecture_on_the_hub(hub, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    head, x = _deep_stem_head()
+    head.push_to_hub("tester/cifar")
+    config = json.loads(hub.state.repos["tester/cifar"].files["config.json"])
+    assert config["architecture"] == "test_resnet_cifar" and "cifar_stem" not in config
+    # timm alone rebuilds the CIFAR stem from the architecture's name (timm_introspect is imported here)
+    backbone = timm.create_model("hf-hub:tester/cifar", pretrained=True).eval()
+    assert backbone.conv1[0].stride == (1, 1) and isinstance(backbone.maxpool, torch.nn.Identity)
+    with torch.no_grad():
+        assert torch.equal(backbone(x), head.model(x))
+    assert torch.equal(IntrospectiveHead.from_pretrained("tester/cifar")(x).logits, head(x).logits)
+    # without timm_introspect, plain timm refuses the unknown architecture instead of building a wrong stem
+    code = "import timm; timm.create_model('hf-hub:tester/cifar', pretrained=True)"
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "fresh-cache")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Unknown model (test_resnet_cifar)" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_layout_saved_before_registered_architectures_still_loads(tmp_path):
+    """Older saves: a plain timm name with ``"cifar_stem": true`` in both configs, H saved by class name."""
     from timm_introspect.pipeline import load_backbone
 
-    torch.manual_seed(0)
-    model = create_model("test_resnet", 4, cifar_stem=True).eval()  # a deep stem: shapes alone cannot tell
-    head = IntrospectiveHead.wrap(model, scale=False)
+    head, x = _deep_stem_head()
     head.save_pretrained(tmp_path / "m")
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["cifar_stem"] is True
-    x = torch.randn(2, 3, 32, 32)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config.update(architecture="test_resnet", cifar_stem=True)
+    config["pretrained_cfg"]["architecture"] = "test_resnet"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    intro = json.loads((tmp_path / "m" / "introspection_config.json").read_text())
+    net = intro["introspective_net"]
+    old_net = {"type": "IntrospectiveMLP", **{k: v for k, v in net.items() if k != "name"}}
+    intro.update(cifar_stem=True, introspective_net=old_net)
+    (tmp_path / "m" / "introspection_config.json").write_text(json.dumps(intro))
+
+    loaded = IntrospectiveHead.from_pretrained(tmp_path / "m")
+    assert loaded.model.pretrained_cfg["architecture"] == "test_resnet_cifar"
+    assert torch.equal(loaded(x).logits, head(x).logits) and torch.equal(loaded(x).base_logits, head(x).base_logits)
     with torch.no_grad():
-        assert torch.equal(load_backbone(tmp_path / "m")(x), model(x))
+        assert torch.equal(load_backbone(tmp_path / "m")(x), head.model(x))
+    config["cifar_stem"] = "yes"  # only a JSON boolean counts
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="cifar_stem 'yes'"):
+        IntrospectiveHead.from_pretrained(tmp_path / "m")

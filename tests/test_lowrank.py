@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from helpers import timm_model
 
 from timm_introspect import FactorizedMLP, IntrospectiveHead, IntrospectiveMLP, RankOneMLP
-from conftest import timm_model
 
 ARCHS = [
     ("resnet18", {}, 32),  # one linear head, one position
@@ -33,7 +33,8 @@ def test_rank_one_mlp_equals_the_materialized_mlp(name, kwargs, size, images):
     torch.manual_seed(0)
     materialized = IntrospectiveHead.wrap(model, scale=False)
     rank_one = IntrospectiveHead.wrap(
-        model, scale=False, introspective_net=RankOneMLP.from_mlp(materialized.introspective_net, shapes_of(materialized))
+        model, scale=False,
+        introspective_net=RankOneMLP.from_mlp(materialized.introspective_net, shapes_of(materialized))
     )
     assert rank_one.takes_factors
     x = images(3, size, torch.float32)

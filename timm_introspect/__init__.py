@@ -5,6 +5,11 @@
 >>> head = timm_introspect.IntrospectiveHead.wrap(model, loss="mse-M")
 >>> head.fit(train_loader)             # target M and the [-1, 1] scale   # doctest: +SKIP
 >>> out = head(images)                 # out.logits (H), out.base_logits (f)   # doctest: +SKIP
+
+The public API: the head and its output; the H networks and their registry; the losses, features
+and statistics of the functional core; the metrics; CIFAR-stem timm models; the errors. The jobs
+(:mod:`timm_introspect.pipeline`), the feature cache (:mod:`.cache`), saving and loading
+(:mod:`.hub`) and CIFAR-10-C (:mod:`.cifar10c`) are imported from their modules.
 """
 
 from .classifier import ClassifierLayer, find_classifiers
@@ -13,49 +18,69 @@ from .errors import (
     DataError,
     InputShapeError,
     IntrospectionError,
+    InvalidArgumentError,
+    MissingDependencyError,
     NoClassifierError,
     NotFittedError,
     UnknownLossError,
+    UnknownNetError,
     UnsupportedClassifierError,
 )
 from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .head import IntrospectiveHead, IntrospectiveOutput
 from .losses import LOSSES, introspection_loss, loss_delta, parse_loss
 from .lowrank import FactorizedMLP, RankOneMLP
+from .metrics import accuracy, brier_score, calibration_errors, classification_metrics, fit_temperature, nll
 from .mlp import IntrospectiveMLP
-from .models import create_model, use_cifar_stem
+from .models import CIFAR_ARCHS, create_model, use_cifar_stem
 from .reference import autograd_features
+from .registry import create_net, list_nets, register_net
 from .scaling import FactorScaler, FeatureScaler, scale_features
-
-__version__ = "0.1.0"
+from .stats import MaxLogitMean
+from .version import __version__
 
 __all__ = [
+    "CIFAR_ARCHS",
+    "LOSSES",
     "CheckpointError",
-    "FactorScaler",
-    "FactorizedMLP",
     "ClassifierLayer",
     "DataError",
+    "FactorScaler",
+    "FactorizedMLP",
     "FeatureScaler",
     "InputShapeError",
     "IntrospectionError",
     "IntrospectiveHead",
     "IntrospectiveMLP",
     "IntrospectiveOutput",
-    "LOSSES",
+    "InvalidArgumentError",
+    "MaxLogitMean",
+    "MissingDependencyError",
     "NoClassifierError",
     "NotFittedError",
     "RankOneMLP",
     "UnknownLossError",
+    "UnknownNetError",
     "UnsupportedClassifierError",
+    "__version__",
+    "accuracy",
     "autograd_features",
+    "brier_score",
+    "calibration_errors",
+    "classification_metrics",
     "conv1x1_weight_grad",
     "create_model",
+    "create_net",
     "find_classifiers",
+    "fit_temperature",
     "functional_weight_grad",
     "introspection_loss",
     "linear_weight_grad",
+    "list_nets",
     "loss_delta",
+    "nll",
     "parse_loss",
+    "register_net",
     "scale_features",
     "use_cifar_stem",
 ]

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .data import load_images
+from .errors import IntrospectionError
 from .training import SCHEDULES, Schedule
 
 #: Presets: "quick" runs on a CPU in minutes; "paper" is the paper's recipe (Appendix C.1).
@@ -49,9 +50,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _net_arg(p: argparse.ArgumentParser) -> None:
-    from .pipeline import HEAD_NETS
+    from .registry import list_nets
 
-    p.add_argument("--net", choices=HEAD_NETS, default="mlp",
+    p.add_argument("--net", choices=list_nets(), default="mlp",
                    help="H: the paper's MLP on r_x, or an H on r_x's factors (delta, h) that never materializes it")
 
 
@@ -138,26 +139,13 @@ def cmd_train_backbone(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from .pipeline import fit_head, load_backbone
+    from .pipeline import fit_head, heldout_images, load_backbone
 
     preset = PRESETS[args.preset]
-    train = _load(args, args.train_split, args.train_limit or preset["train_limit"])
+    limit = args.train_limit or preset["train_limit"]
+    train = _load(args, args.train_split, limit)
     if args.use_holdout:
-        info_path = Path(args.backbone) / "training.json"
-        if not info_path.is_file():
-            raise SystemExit(f"{info_path} is missing: --use-holdout needs a backbone trained by `train-backbone --holdout`")
-        info = json.loads(info_path.read_text())
-        if not info.get("holdout"):
-            raise SystemExit(f"{args.backbone} was trained on all its images: train it with --holdout to use --use-holdout")
-        ours = {"data": train.source, "split": args.train_split, "limit": args.train_limit or preset["train_limit"],
-                "seed": args.seed}
-        theirs = {k: info.get(k) for k in ours}
-        if ours != theirs:
-            raise SystemExit(
-                f"--use-holdout must rebuild f's split exactly: f was trained with {theirs}, this fit uses {ours}; "
-                "pass the same --data, --train-split, --train-limit and --seed"
-            )
-        _, train = train.split_holdout(info["holdout"], info["seed"])
+        train = heldout_images(args.backbone, train, args.train_split, limit, args.seed)
     fit_head(
         load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
@@ -175,10 +163,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     head = IntrospectiveHead.from_pretrained(args.model)
     images = _load(args, args.split, args.limit)
     metrics = evaluate(head, images, batch_size=args.batch_size or 256, accelerator=accelerator, workers=args.workers)
-    out = Path(args.out) if args.out else (Path(args.model) / f"metrics-{args.split}.json" if Path(args.model).is_dir() else None)
+    default_out = Path(args.model) / f"metrics-{args.split}.json" if Path(args.model).is_dir() else None
+    out = Path(args.out) if args.out else default_out
     if accelerator.is_main_process:
-        for who, values in metrics.items():
-            print(f"{who}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+        _print_metrics(metrics)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"data": args.data, "split": args.split, "metrics": metrics}, indent=2))
@@ -186,41 +174,26 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    for who, values in metrics.items():
+        print(f"{who}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from .head import IntrospectiveHead
-    from .pipeline import evaluate, fit_head, train_backbone
+    from .pipeline import run
 
     preset = PRESETS[args.preset]
-    out = Path(args.out)
-    batch = args.batch_size or preset["batch_size"]
-    times = {}
-    train = _load(args, "train", preset["train_limit"])
-    test = _load(args, args.test_split, preset["test_limit"])
-    t0 = time.perf_counter()
-    backbone = train_backbone(train, out / "backbone", preset["model"], preset["cifar_stem"],
-                              Schedule(**preset["backbone"]), batch, args.seed, workers=args.workers,
-                              limit=preset["train_limit"])
-    times["train_backbone_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit_head(backbone, train, out / "introspective", loss=args.loss, schedule=Schedule(**preset["head"]),
-             batch_size=batch, seed=args.seed, workers=args.workers, net=args.net)
-    times["fit_head_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    head = IntrospectiveHead.from_pretrained(out / "introspective")
-    metrics = evaluate(head, test, batch_size=256, workers=args.workers)
-    times["evaluate_s"] = time.perf_counter() - t0
-    head.metrics = {args.test_split: metrics}
-    if not PartialState().is_main_process:  # under accelerate launch: one process writes
-        return
-    head.save_pretrained(out / "introspective")  # the model card now shows the results
-    result = {"data": args.data, "preset": args.preset, "train_images": len(train), "test_images": len(test),
-              "metrics": metrics, "times": times}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    for who, values in metrics.items():
-        print(f"{who}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
-    print(f"model: {out / 'introspective'}   metrics: {out / 'metrics.json'}")
+    result = run(
+        _load(args, "train", preset["train_limit"]), _load(args, args.test_split, preset["test_limit"]), args.out,
+        preset["model"], preset["cifar_stem"], Schedule(**preset["backbone"]), Schedule(**preset["head"]),
+        batch_size=args.batch_size or preset["batch_size"], seed=args.seed, loss=args.loss, net=args.net,
+        workers=args.workers, limit=preset["train_limit"],
+    )
+    if PartialState().is_main_process:
+        _print_metrics(result["metrics"])
+        print(f"model: {Path(args.out) / 'introspective'}   metrics: {Path(args.out) / 'metrics.json'}")
 
 
 def cmd_cifar10c(args: argparse.Namespace) -> dict:
@@ -250,8 +223,12 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run,
-     "cifar10c": cmd_cifar10c}[args.command](args)
+    command = {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run,
+               "cifar10c": cmd_cifar10c}[args.command]
+    try:
+        command(args)
+    except IntrospectionError as err:  # says what to do: show it without a traceback
+        raise SystemExit(f"timm-introspect {args.command}: error: {err}") from err
     return 0
 
 

@@ -10,19 +10,21 @@ are converted to the model's channels (grayscale -> RGB by repetition: ``PIL.Ima
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import datasets
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from .errors import DataError
 
-__all__ = ["LabeledImages", "load_images", "make_transform"]
+__all__ = ["LabeledImages", "batch_images", "load_images", "make_loader", "make_transform"]
 
 
 @dataclass
@@ -53,7 +55,7 @@ class LabeledImages:
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
         return np.stack([np.asarray(_decode(item, "RGB")) for item in raw]), self.labels().numpy()
 
-    def split_holdout(self, fraction: float, seed: int = 0) -> tuple["LabeledImages", "LabeledImages"]:
+    def split_holdout(self, fraction: float, seed: int = 0) -> tuple[LabeledImages, LabeledImages]:
         """``(rest, held_out)``: a seeded random split, e.g. f on the rest and H on the held-out part
         (paper, Fig. 10)."""
         if not 0 < fraction < 1:
@@ -71,7 +73,8 @@ class LabeledImages:
         labels = self.labels()
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             raise DataError(
-                f"{self.source} [{self.split}] has labels in [{labels.min().item()}, {labels.max().item()}], outside the "
+                f"{self.source} [{self.split}] has labels in [{labels.min().item()}, {labels.max().item()}], "
+                "outside the "
                 f"model's {num_classes} classes [0, {num_classes - 1}]: use a model with as many classes as the data, "
                 "or the dataset it was trained on"
             )
@@ -155,7 +158,8 @@ def load_images(
     return LabeledImages(ds, image_column, label_column, label_names, str(source), split)
 
 
-def make_transform(model: nn.Module, train: bool, cifar_augment: bool | None = None) -> Callable[[Image.Image], torch.Tensor]:
+def make_transform(model: nn.Module, train: bool,
+                   cifar_augment: bool | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """Preprocessing from the model's timm data config.
 
     For 32 px models (``cifar_augment`` None: decided by the input size) training uses the CIFAR
@@ -175,3 +179,32 @@ def make_transform(model: nn.Module, train: bool, cifar_augment: bool | None = N
         steps += [transforms.ToTensor(), transforms.Normalize(cfg["mean"], cfg["std"])]
         return transforms.Compose(steps)
     return create_transform(**cfg, is_training=train)
+
+
+def batch_images(batch: Any) -> torch.Tensor:
+    """The image tensor of a batch: a tensor, the first item of a tuple/list, or a dict entry."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("pixel_values", "image", "img", "x"):
+            if isinstance(batch.get(key), torch.Tensor):
+                return batch[key]
+    raise TypeError(
+        "cannot find images in the batch: yield a tensor, an (images, labels) tuple, or a dict with "
+        f"'pixel_values', 'image', 'img' or 'x'; got {type(batch).__name__}"
+    )
+
+
+def make_loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:
+    """A ``DataLoader`` of ``(images, labels)`` batches preprocessed for ``model`` (shuffled when ``train``)."""
+    channels = model.pretrained_cfg.get("input_size", (3,))[0]
+    ds = images.torch_dataset(make_transform(model, train=train), channels=channels)
+    # no persistent workers: their random streams would carry over epochs, which a resumed run cannot replay
+    return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=workers, drop_last=False,
+                      collate_fn=_collate)
+
+
+def _collate(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([r["pixel_values"] for r in rows]), torch.as_tensor([r["label"] for r in rows])

@@ -15,6 +15,9 @@ __all__ = [
     "NotFittedError",
     "CheckpointError",
     "DataError",
+    "UnknownNetError",
+    "InvalidArgumentError",
+    "MissingDependencyError",
 ]
 
 
@@ -48,3 +51,15 @@ class CheckpointError(IntrospectionError, ValueError):
 
 class DataError(IntrospectionError, ValueError):
     """A dataset cannot be used as given (no labels, a missing column, an unreadable image, ...)."""
+
+
+class UnknownNetError(IntrospectionError, ValueError):
+    """No introspective network H is registered under the name given (see :func:`timm_introspect.list_nets`)."""
+
+
+class InvalidArgumentError(IntrospectionError, ValueError):
+    """An argument is outside what the function accepts (an unknown corruption, a severity out of range, ...)."""
+
+
+class MissingDependencyError(IntrospectionError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

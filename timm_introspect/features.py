@@ -17,7 +17,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
-__all__ = ["linear_weight_grad", "conv1x1_weight_grad", "functional_weight_grad"]
+from .classifier import ClassifierLayer
+
+__all__ = ["Factors", "conv1x1_weight_grad", "functional_weight_grad", "linear_weight_grad", "weight_grad"]
+
+#: r_x in factored form: classifier name -> ``(delta (B, S, N), h (B, S, d))``, r_x = sum_s delta_s h_s^T
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 def _promote(delta: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,3 +90,12 @@ def functional_weight_grad(
         return pullback(delta_i.to(params[param_name].dtype))[0]
 
     return vmap(sample_grad)(h, delta)
+
+
+def weight_grad(layer: ClassifierLayer, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``dJ/dW`` of a classifier layer, by its kind: closed form, or ``torch.func``."""
+    if layer.kind == "linear":
+        return linear_weight_grad(delta, h)
+    if layer.kind == "conv1x1":
+        return conv1x1_weight_grad(delta, h)
+    return functional_weight_grad(layer.module, h, delta)

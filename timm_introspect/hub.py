@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import safetensors
 import safetensors.torch
@@ -27,11 +27,16 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from torch import nn
 
-from .errors import CheckpointError
-from .models import use_cifar_stem
+from .errors import CheckpointError, UnknownNetError
+from .models import cifar_architecture, use_cifar_stem
+from .registry import create_net, get_net_class, net_config
+from .version import __version__
 
-__all__ = ["FORMAT_VERSION", "IntrospectionConfig", "download_files", "build_backbone", "load_strict", "load_tensors", "save_backbone",
-           "read_timm_config"]
+if TYPE_CHECKING:
+    from .head import IntrospectiveHead
+
+__all__ = ["FORMAT_VERSION", "IntrospectionConfig", "build_backbone", "download_files", "load_head", "load_strict",
+           "introspection_config", "load_tensors", "read_timm_config", "save_backbone", "save_head"]
 
 #: Version of the introspection files' layout; loading refuses any other.
 FORMAT_VERSION = 1
@@ -55,7 +60,6 @@ class IntrospectionConfig:
     scale: bool = True
     introspective_net: dict[str, Any] = field(default_factory=dict)
     label_names: list[str] | None = None
-    cifar_stem: bool = False
     dataset: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -63,13 +67,14 @@ class IntrospectionConfig:
     timm_version: str = ""
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "IntrospectionConfig":
+    def from_file(cls, path: str | Path) -> IntrospectionConfig:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CheckpointError(f"cannot read {INTROSPECTION_CONFIG} ({err}); save the model again") from err
         if not isinstance(data, dict):
-            raise CheckpointError(f"{INTROSPECTION_CONFIG} holds {type(data).__name__}, not an object; save the model again")
+            raise CheckpointError(
+                f"{INTROSPECTION_CONFIG} holds {type(data).__name__}, not an object; save the model again")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(
@@ -181,7 +186,8 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
         if wrong:
             k = wrong[0]
             details.append(
-                f"{len(wrong)} with other shapes, e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                f"{len(wrong)} with other shapes, e.g. {k}: file {tuple(state[k].shape)} "
+                f"vs model {tuple(expected[k].shape)}"
             )
         raise CheckpointError(
             f"{what} does not match the model its config describes ({'; '.join(details)}); nothing was loaded. "
@@ -191,29 +197,123 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
 
 
 def save_backbone(model: nn.Module, out_dir: str | Path, label_names: list[str] | None = None) -> None:
-    """f in timm's Hub layout (``config.json`` + ``model.safetensors``), with the CIFAR-stem flag."""
-    model_config: dict[str, Any] = {}
-    if label_names:
-        model_config["label_names"] = list(label_names)
-    if getattr(model, "cifar_stem", False):
-        model_config["cifar_stem"] = True
-    timm.models.save_for_hf(model, str(out_dir), model_config=model_config or None, safe_serialization=True)
+    """f in timm's Hub layout (``config.json`` + ``model.safetensors``), as ``timm.models.save_for_hf`` writes it.
+
+    A CIFAR-stem model is saved under its registered architecture (``resnet18_cifar``, see
+    :mod:`timm_introspect.models`), so the name alone rebuilds it.
+    """
+    model_config = {"label_names": list(label_names)} if label_names else None
+    timm.models.save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True)
 
 
-def build_backbone(timm_cfg: dict[str, Any], weights: str | Path, cifar_stem: bool = False) -> nn.Module:
-    """f rebuilt from timm's ``config.json`` contents and its weights, loaded strictly."""
+def build_backbone(timm_cfg: dict[str, Any], weights: str | Path) -> nn.Module:
+    """f rebuilt from timm's ``config.json`` contents and its weights, loaded strictly.
+
+    Models saved before the CIFAR architectures were registered carry ``"cifar_stem": true`` and a plain
+    timm name; they are rebuilt as the registered ``<name>_cifar`` (or, for other names, by replacing the
+    stem with :func:`~timm_introspect.models.use_cifar_stem`).
+    """
+    architecture = timm_cfg["architecture"]
+    legacy_stem = timm_cfg.get("cifar_stem", False)
+    if not isinstance(legacy_stem, bool):
+        raise CheckpointError(
+            f"{TIMM_CONFIG} has cifar_stem {legacy_stem!r}: it must be true or false; save the model again")
+    patch_stem = False
+    if legacy_stem and not architecture.endswith("_cifar"):
+        try:
+            architecture = cifar_architecture(architecture)
+        except ValueError:
+            patch_stem = True
     model_args = {**timm_cfg.get("model_args", {}), "num_classes": timm_cfg["num_classes"]}
-    model = timm.create_model(
-        timm_cfg["architecture"], pretrained=False, pretrained_cfg_overlay=timm_cfg.get("pretrained_cfg") or None,
-        **model_args,
-    )
-    if cifar_stem:
+    pretrained_cfg = dict(timm_cfg.get("pretrained_cfg") or {})
+    if legacy_stem:
+        pretrained_cfg["architecture"] = architecture
+    model = timm.create_model(architecture, pretrained=False, pretrained_cfg_overlay=pretrained_cfg or None,
+                              **model_args)
+    if patch_stem:
         use_cifar_stem(model)
     load_strict(model, load_tensors(weights), TIMM_WEIGHTS)
     return model.eval()
 
 
-def timm_versions() -> tuple[str, str]:
-    from . import __version__
+def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
+    """What ``introspection_config.json`` holds for ``head``."""
+    return IntrospectionConfig(
+        loss=head.loss, target=head.target, num_classes=head.num_classes, num_features=head.num_features,
+        classifiers=[{"name": c.name, "kind": c.kind, "shape": list(c.weight.shape)} for c in head.classifiers],
+        scale=head.scaled, introspective_net=net_config(head.introspective_net), label_names=head.label_names,
+        dataset=head.dataset, metrics=head.metrics, timm_introspect_version=__version__, timm_version=timm.__version__,
+    )
 
-    return __version__, timm.__version__
+
+def save_head(head: IntrospectiveHead, save_directory: str | Path) -> None:
+    """Write ``head`` to a folder: f in timm's layout, ``introspection_config.json``, ``introspection.safetensors``.
+
+    The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin).
+    """
+    save_directory = Path(save_directory)
+    (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
+    save_backbone(head.model, save_directory, head.label_names)
+    introspection_config(head).to_file(save_directory / INTROSPECTION_CONFIG)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
+    safetensors.torch.save_file(state, str(save_directory / INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
+
+
+def load_head(
+    cls: type[IntrospectiveHead],
+    model_id: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    map_location: str | torch.device = "cpu",
+    introspective_net: nn.Module | None = None,
+) -> IntrospectiveHead:
+    """Rebuild a head saved by :func:`save_head` from a folder or a Hub repo: all or nothing.
+
+    Every file is read and checked (names, shapes, the classifier layers) before any weight is copied;
+    any problem raises :class:`CheckpointError`.
+    """
+    paths = download_files(model_id, revision, cache_dir, force_download, local_files_only, token)
+    cfg = IntrospectionConfig.from_file(paths[INTROSPECTION_CONFIG])
+    timm_cfg = read_timm_config(paths[TIMM_CONFIG])
+    if timm_cfg["num_classes"] != cfg.num_classes:
+        raise CheckpointError(
+            f"config.json says {timm_cfg['num_classes']} classes but {INTROSPECTION_CONFIG} says "
+            f"{cfg.num_classes}: the files come from different models; save the model again"
+        )
+    model = build_backbone(timm_cfg, paths[TIMM_WEIGHTS])
+    if introspective_net is None:
+        net_cfg = dict(cfg.introspective_net)
+        name = net_cfg.pop("name", None) or net_cfg.pop("type", None)  # "type": a class name, the older format
+        try:
+            get_net_class(str(name))
+        except UnknownNetError as err:
+            raise CheckpointError(
+                f"H is a custom {name!r} that is not registered: register its class with "
+                "@timm_introspect.register_net(name) before loading, or build it and pass it as "
+                "IntrospectiveHead.from_pretrained(..., introspective_net=net); its weights are loaded into it"
+            ) from err
+    try:
+        if introspective_net is None:
+            introspective_net = create_net(name, **net_cfg)
+        head = cls(model, loss=cfg.loss, target=cfg.target, introspective_net=introspective_net, scale=cfg.scale,
+                   label_names=cfg.label_names)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise CheckpointError(
+            f"{INTROSPECTION_CONFIG} describes a head that cannot be built ({type(err).__name__}: {err}); "
+            "save the model again"
+        ) from err
+    saved_layers = [(c["name"], tuple(c["shape"])) for c in cfg.classifiers]
+    rebuilt_layers = [(c.name, tuple(c.weight.shape)) for c in head.classifiers]
+    if rebuilt_layers != saved_layers or head.num_features != cfg.num_features:
+        raise CheckpointError(
+            f"the rebuilt model's classifier layers differ from the saved ones ({saved_layers}); the files come "
+            f"from another timm version or model (saved with timm {cfg.timm_version}): install that version"
+        )
+    load_strict(head, load_tensors(paths[INTROSPECTION_WEIGHTS]), INTROSPECTION_WEIGHTS, skip_prefix="model.")
+    head.dataset, head.metrics = cfg.dataset, cfg.metrics
+    return head.to(map_location)
+
+

@@ -12,7 +12,7 @@ largest logit (fitted by :meth:`IntrospectiveHead.fit`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,8 @@ def _nll_sum(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 # name -> (J(z, t) per sample with reduction "sum" over the N logits, dJ/dz in closed form)
-_LOSSES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
+_Fn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_LOSSES: dict[str, tuple[_Fn, _Fn]] = {
     "ce": (
         lambda z, t: F.cross_entropy(z, t, reduction="none"),
         lambda z, t: t.sum(-1, keepdim=True) * torch.softmax(z, -1) - t,

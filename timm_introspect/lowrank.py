@@ -18,16 +18,18 @@ Both take ``{layer name: (delta (B, S, N), h (B, S, d))}`` and set ``takes_facto
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from .features import Factors
 from .mlp import IntrospectiveMLP, mlp_layers, resolve_act
+from .registry import register_net
 
 __all__ = ["FactorizedMLP", "RankOneMLP"]
 
-Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
 class _FactoredMLP(nn.Module):
@@ -46,8 +48,17 @@ class _FactoredMLP(nn.Module):
         self.hidden = tuple(hidden)
         self.act_layer = resolve_act(act_layer)
 
+    @classmethod
+    def from_shapes(cls, shapes: Sequence[Sequence[int]], num_classes: int, **kwargs: Any) -> _FactoredMLP:
+        """Sized for classifier weights of ``shapes`` (``(N, d)`` or a 1x1 conv's ``(N, d, 1, 1)``)."""
+        return cls([tuple(s[:2]) for s in shapes], num_classes, **kwargs)
+
     def first_layer(self, factors: Factors) -> torch.Tensor:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        return f"{type(self).__name__} ({args}), reading r_x in factored form"
 
     def forward(self, factors: Factors) -> torch.Tensor:
         return self.rest(self.first_layer(factors))
@@ -57,6 +68,7 @@ class _FactoredMLP(nn.Module):
                 "act_layer": self.act_layer.__name__}
 
 
+@register_net("rankone")
 class RankOneMLP(_FactoredMLP):
     """The paper's MLP H on factored r_x: equal to :class:`IntrospectiveMLP` with the same weights.
 
@@ -79,13 +91,14 @@ class RankOneMLP(_FactoredMLP):
         self.rest = nn.Sequential(self.act_layer(), *mlp_layers([*self.hidden, num_classes], self.act_layer))
 
     @classmethod
-    def from_mlp(cls, mlp: IntrospectiveMLP, shapes: Sequence[Sequence[int]]) -> "RankOneMLP":
+    def from_mlp(cls, mlp: IntrospectiveMLP, shapes: Sequence[Sequence[int]]) -> RankOneMLP:
         """A RankOneMLP with ``mlp``'s weights (its input size must be ``sum(N * d)``)."""
         net = cls(shapes, mlp.num_classes, mlp.hidden, mlp.act_layer)
         state = mlp.state_dict()
         first = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("0.")}
         net.first.load_state_dict(first)
-        rest = {f"{int(k.split('.', 1)[0]) - 1}.{k.split('.', 1)[1]}": v for k, v in state.items() if not k.startswith("0.")}
+        rest = {f"{int(k.split('.', 1)[0]) - 1}.{k.split('.', 1)[1]}": v
+                for k, v in state.items() if not k.startswith("0.")}
         net.rest.load_state_dict(rest)
         return net
 
@@ -94,7 +107,7 @@ class RankOneMLP(_FactoredMLP):
         k = self.first.out_features
         out = self.first.bias
         offset = 0
-        for (delta, h), (n, d) in zip(factors.values(), self.shapes):
+        for (delta, h), (n, d) in zip(factors.values(), self.shapes, strict=False):
             w = self.first.weight[:, offset : offset + n * d].view(k, n, d)
             offset += n * d
             batch, positions = delta.shape[:2]
@@ -106,6 +119,7 @@ class RankOneMLP(_FactoredMLP):
                 out = out + (v * h.unsqueeze(2)).sum((1, 3))
         return out
 
+@register_net("factorized")
 class FactorizedMLP(_FactoredMLP):
     """H whose first layer has rank-one rows: ``y_j = sum_s (A delta_s)_j (B h_s)_j + b_j``.
 
@@ -136,7 +150,7 @@ class FactorizedMLP(_FactoredMLP):
 
     def first_layer(self, factors: Factors) -> torch.Tensor:
         out = self.bias
-        for (delta, h), a, b in zip(factors.values(), self.delta_proj, self.h_proj):
+        for (delta, h), a, b in zip(factors.values(), self.delta_proj, self.h_proj, strict=False):
             out = out + ((delta @ a.T) * (h @ b.T)).sum(1)
         return out
 
@@ -150,7 +164,7 @@ class FactorizedMLP(_FactoredMLP):
         """The equal :class:`IntrospectiveMLP` over materialized r_x: first-layer rows ``A[j] (x) B[j]``."""
         mlp = IntrospectiveMLP(sum(n * d for n, d in self.shapes), self.num_classes, (self.rank, *self.hidden),
                                self.act_layer)
-        rows = [(a[:, :, None] * b[:, None, :]).flatten(1) for a, b in zip(self.delta_proj, self.h_proj)]
+        rows = [(a[:, :, None] * b[:, None, :]).flatten(1) for a, b in zip(self.delta_proj, self.h_proj, strict=False)]
         mlp[0].weight.copy_(torch.cat(rows, 1))
         mlp[0].bias.copy_(self.bias)
         rest = {f"{int(k.split('.', 1)[0]) + 1}.{k.split('.', 1)[1]}": v for k, v in self.rest.state_dict().items()}

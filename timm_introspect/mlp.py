@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
+
+from .registry import register_net
 
 __all__ = ["IntrospectiveMLP", "mlp_layers", "resolve_act"]
 
@@ -17,13 +20,14 @@ def resolve_act(act_layer: type[nn.Module] | str) -> type[nn.Module]:
 def mlp_layers(widths: Sequence[int], act_layer: type[nn.Module]) -> list[nn.Module]:
     """Linear layers between consecutive widths, with an activation between them (none at the end)."""
     layers: list[nn.Module] = []
-    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=False)):
         if i:
             layers.append(act_layer())
         layers.append(nn.Linear(w_in, w_out))
     return layers
 
 
+@register_net("mlp")
 class IntrospectiveMLP(nn.Sequential):
     """MLP with sigmoid between layers: ``F -> 300 -> 100 -> N`` by default (paper, Table 3).
 
@@ -52,3 +56,7 @@ class IntrospectiveMLP(nn.Sequential):
         """Constructor arguments, JSON-ready (saved in ``introspection_config.json``)."""
         return {"in_features": self.in_features, "num_classes": self.num_classes, "hidden": list(self.hidden),
                 "act_layer": self.act_layer.__name__}
+
+    def describe(self) -> str:
+        widths = [self.in_features, *self.hidden, self.num_classes]
+        return f"MLP {' → '.join(map(str, widths))}, {self.act_layer.__name__} activations"

@@ -1,69 +1,37 @@
-"""The main jobs: train f, fit H on cached introspective features, evaluate f against H.
+"""The main jobs: train f, fit H on cached introspective features, evaluate f against H, or all three.
 
-Each job is a function (used by the CLI, ``timm_introspect.cli``) that runs under ``accelerate``:
-the same call works on one CPU and under ``accelerate launch`` / ``torchrun`` with many processes.
+Each job is a function (the CLI, ``timm_introspect.cli``, only parses arguments and calls one) that
+runs under ``accelerate``: the same call works on one CPU and under ``accelerate launch`` /
+``torchrun`` with many processes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from . import hub
-from .data import LabeledImages, make_transform
-from .hub import save_backbone
-from .errors import CheckpointError
-from .classifier import find_classifiers
+from .cache import extract_features
+from .data import LabeledImages, make_loader
+from .errors import CheckpointError, DataError
 from .head import IntrospectiveHead
-from .lowrank import FactorizedMLP, RankOneMLP
+from .hub import save_backbone
 from .metrics import classification_metrics
 from .models import create_model
+from .registry import net_config
 from .training import Schedule, make_accelerator, train_loop
 
-__all__ = ["HEAD_NETS", "evaluate", "extract_features", "fit_head", "load_backbone", "save_backbone", "train_backbone"]
-
-CACHE_FORMAT = 1
-
-#: The H that :func:`fit_head` trains: the paper's MLP on materialized r_x (``"mlp"``), or one that reads
-#: r_x = delta h^T in factored form and never materializes it (:mod:`timm_introspect.lowrank`):
-#: ``"factorized"`` (first layer O(k (N + d))) or ``"rankone"`` (the MLP's function class, O(k N d)).
-HEAD_NETS = ("mlp", "factorized", "rankone")
-
-
-def _make_net(kind: str, backbone: nn.Module) -> nn.Module | None:
-    """H of kind ``kind`` for f (``None``: the head's default, the paper's MLP)."""
-    if kind not in HEAD_NETS:
-        raise ValueError(f"unknown H {kind!r}; choose from {', '.join(HEAD_NETS)}")
-    if kind == "mlp":
-        return None
-    shapes = [tuple(c.weight.shape[:2]) for c in find_classifiers(backbone)]
-    num_classes = int(getattr(backbone, "num_classes", 0) or shapes[0][0])
-    return (FactorizedMLP if kind == "factorized" else RankOneMLP)(shapes, num_classes)
-
-
-def _loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:
-    channels = model.pretrained_cfg.get("input_size", (3,))[0]
-    ds = images.torch_dataset(make_transform(model, train=train), channels=channels)
-    # no persistent workers: their random streams would carry over epochs, which a resumed run cannot replay
-    return DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=workers, drop_last=False,
-                      collate_fn=_collate)
-
-
-def _collate(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([r["pixel_values"] for r in rows]), torch.as_tensor([r["label"] for r in rows])
+__all__ = ["evaluate", "fit_head", "heldout_images", "load_backbone", "run", "save_backbone", "train_backbone"]
 
 
 # --- f -------------------------------------------------------------------------------------------
@@ -75,7 +43,7 @@ def load_backbone(folder: str | Path) -> nn.Module:
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder} has no {name}: pass a folder written by `timm-introspect train-backbone`")
     cfg = hub.read_timm_config(folder / hub.TIMM_CONFIG)
-    return hub.build_backbone(cfg, folder / hub.TIMM_WEIGHTS, cifar_stem=bool(cfg.get("cifar_stem")))
+    return hub.build_backbone(cfg, folder / hub.TIMM_WEIGHTS)
 
 
 def train_backbone(
@@ -106,7 +74,7 @@ def train_backbone(
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200)
     model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem)
-    loader = _loader(train, model, True, batch_size, workers)
+    loader = make_loader(train, model, True, batch_size, workers)
 
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
@@ -119,7 +87,7 @@ def train_backbone(
     model.eval()
     info["schedule"] = schedule.__dict__
     if test is not None:  # every rank predicts (gather_for_metrics needs them all); the main one writes
-        logits, labels = _predict(accelerator, model, _loader(test, model, False, batch_size, workers))
+        logits, labels = _predict(accelerator, model, make_loader(test, model, False, batch_size, workers))
         info["test"] = classification_metrics(logits, labels)
     if accelerator.is_main_process:
         save_backbone(model, out_dir, train.label_names)
@@ -138,96 +106,6 @@ def _predict(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> 
         outs.append(out.float().cpu())
         labels.append(y.cpu())
     return torch.cat(outs), torch.cat(labels)
-
-
-# --- r_x, cached --------------------------------------------------------------------------------
-
-def _fingerprint(head: IntrospectiveHead, images: LabeledImages, factored: bool = False) -> str:
-    """Cache key: f's weights, the loss and target, the data (rows and transform), the form, the format."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(head.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, factored, images.source, images.split,
-                         images.image_column, images.label_column, images.dataset._fingerprint,
-                         repr(make_transform(head.model, train=False))]).encode())
-    return h.hexdigest()[:24]
-
-
-@torch.no_grad()
-def extract_features(
-    accelerator: Accelerator,
-    head: IntrospectiveHead,
-    images: LabeledImages,
-    cache_dir: str | Path,
-    batch_size: int = 256,
-    workers: int = 0,
-    factored: bool = False,
-) -> tuple[torch.Tensor | dict[str, tuple[torch.Tensor, torch.Tensor]], torch.Tensor, Path]:
-    """r_x of a dataset and its labels ``(n,)``, from the cache or extracted once.
-
-    r_x comes raw and flat, ``(n, F)``, or with ``factored=True`` as ``{classifier: (delta (n, S, N),
-    h (n, S, d))}`` (N + d numbers per image and position instead of N d; see
-    :meth:`IntrospectiveHead.introspective_factors`). For a "-M" loss, M (the mean max-logit over these
-    images) is estimated first and stored with the cache. The cache folder is keyed by f's weights, loss,
-    target, form and data, so a stale one is never used; it is complete only once its ``meta.json`` is
-    written.
-    """
-    key = _fingerprint(head, images, factored)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    folder = Path(cache_dir) / key
-    meta_path = folder / "meta.json"
-    names = [c.name for c in head.classifiers]
-    if not meta_path.is_file():
-        loader = accelerator.prepare(_loader(images, head.model, False, batch_size, workers))
-        head.to(accelerator.device)
-        show = accelerator.is_local_main_process
-        m_value = None
-        if head.target == "M":
-            total, count = torch.zeros((), dtype=torch.float64), 0
-            for x, _ in tqdm(loader, desc="introspect: target M", disable=not show):
-                top = accelerator.gather_for_metrics(head.model(x).float().amax(-1))
-                total += top.double().sum().cpu()
-                count += top.numel()
-            m_value = (total / count).item()
-            head.target_value.fill_(m_value)
-        parts: dict[str, list[torch.Tensor]] = {}
-        labels = []
-        for x, y in tqdm(loader, desc="introspect: features", disable=not show):
-            if factored:
-                _, factors = head.introspective_factors(x)
-                batch = {f"{kind}.{i}": t for i, n in enumerate(names) for kind, t in zip(("delta", "h"), factors[n])}
-            else:
-                batch = {"features": head.flat_features(x)[1]}
-            batch, y = accelerator.gather_for_metrics((batch, y))
-            for k, t in batch.items():
-                parts.setdefault(k, []).append(t.float().cpu())
-            labels.append(y.cpu())
-        tensors = {k: torch.cat(v).contiguous() for k, v in parts.items()}
-        tensors["labels"] = torch.cat(labels).contiguous()
-        if accelerator.is_main_process:  # written aside, then renamed: a cache folder is complete or absent
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=Path(cache_dir)))
-            safetensors.torch.save_file(tensors, str(tmp / "features.safetensors"))
-            (tmp / "meta.json").write_text(json.dumps({
-                "key": key, "count": len(tensors["labels"]), "factored": factored, "classifiers": names,
-                "num_features": head.num_features, "loss": head.loss, "target": head.target, "target_value": m_value,
-                "source": images.source, "split": images.split}, indent=2))
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another run wrote the same entry meanwhile: theirs is as good
-                shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-    else:
-        meta = json.loads(meta_path.read_text())
-        tensors = hub.load_tensors(folder / "features.safetensors")
-        if head.target == "M":
-            head.target_value.fill_(meta["target_value"])
-        accelerator.print(f"introspect: reusing cached features {folder}")
-    if factored:
-        features = {n: (tensors[f"delta.{i}"], tensors[f"h.{i}"]) for i, n in enumerate(names)}
-    else:
-        features = tensors["features"]
-    return features, tensors["labels"], folder
 
 
 # --- H --------------------------------------------------------------------------------------------
@@ -250,18 +128,18 @@ def fit_head(
 
     f is frozen. r_x is extracted once (cached in ``cache_dir``, default ``<out_dir>/feature-cache``),
     M and the [-1, 1] scale are estimated on it, and H is trained with :func:`train_loop` (resumable).
-    ``net`` is one of :data:`HEAD_NETS`: the paper's MLP, or an H on the factors (delta, h) of r_x, which
-    are then what is cached and scaled (r_x is never materialized).
+    ``net`` is a registered H (:func:`timm_introspect.list_nets`): the paper's MLP (``"mlp"``), or an H on
+    the factors (delta, h) of r_x, which are then what is cached and scaled (r_x is never materialized).
     """
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
-    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names,
-                                  introspective_net=_make_net(net, backbone))
+    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names, introspective_net=net)
     train.check_labels(head.num_classes)
-    features, labels, cache_folder = extract_features(accelerator, head, train, cache_dir or out_dir / "feature-cache",
-                                                      batch_size=batch_size, workers=workers, factored=head.takes_factors)
-    head.scaler.reset()
+    features, labels, cache_folder = extract_features(
+        accelerator, head, train, cache_dir or out_dir / "feature-cache", batch_size=batch_size, workers=workers,
+        factored=head.takes_factors)
+    head.scaler.reset()  # the same statistic as IntrospectiveHead.fit, on every image of the cache
     head.scaler.update(features)
     scaled = head.scaler.to("cpu")(features)
     names = list(scaled) if head.takes_factors else []
@@ -274,7 +152,7 @@ def fit_head(
         return F.cross_entropy(model(inputs), y)
 
     signature = {"features": cache_folder.name, "loss": head.loss, "batch_size": batch_size, "seed": seed,
-                 "introspective_net": head.introspection_config().introspective_net}
+                 "introspective_net": net_config(head.introspective_net)}
     trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
                          "H", on_step, signature=signature)
     head.introspective_net = trained.to("cpu")
@@ -301,7 +179,7 @@ def evaluate(
     accelerator = accelerator or Accelerator()
     images.check_labels(head.num_classes)
     head = head.to(accelerator.device).eval()
-    loader = accelerator.prepare(_loader(images, head.model, False, batch_size, workers))
+    loader = accelerator.prepare(make_loader(images, head.model, False, batch_size, workers))
     f_logits, h_logits, labels = [], [], []
     for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process):
         out = head(x)
@@ -312,3 +190,70 @@ def evaluate(
     labels_t = torch.cat(labels)
     return {"f": classification_metrics(torch.cat(f_logits), labels_t),
             "H": classification_metrics(torch.cat(h_logits), labels_t)}
+
+
+def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, limit: int | None,
+                   seed: int) -> LabeledImages:
+    """The training images f did not see (``train-backbone --holdout``), rebuilt from ``training.json``.
+
+    ``train`` must be loaded as f's training set was (same data, split, limit and seed); anything else
+    raises :class:`DataError`, since another split would overlap f's training images.
+    """
+    info_path = Path(backbone_dir) / "training.json"
+    if not info_path.is_file():
+        raise DataError(
+            f"{info_path} is missing: a held-out split needs a backbone trained by `train-backbone --holdout`")
+    info = json.loads(info_path.read_text())
+    if not info.get("holdout"):
+        raise DataError(f"{backbone_dir} was trained on all its images: train it with --holdout to use --use-holdout")
+    ours = {"data": train.source, "split": split, "limit": limit, "seed": seed}
+    theirs = {k: info.get(k) for k in ours}
+    if ours != theirs:
+        raise DataError(
+            f"--use-holdout must rebuild f's split exactly: f was trained with {theirs}, this fit uses {ours}; "
+            "pass the same --data, --train-split, --train-limit and --seed"
+        )
+    return train.split_holdout(info["holdout"], info["seed"])[1]
+
+
+def run(
+    train: LabeledImages,
+    test: LabeledImages,
+    out_dir: str | Path,
+    model_name: str,
+    cifar_stem: bool,
+    backbone_schedule: Schedule,
+    head_schedule: Schedule,
+    batch_size: int = 128,
+    seed: int = 0,
+    loss: str = "mse-M",
+    net: str = "mlp",
+    workers: int = 0,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """The main job: train f, fit H on f's training images, evaluate both on ``test``.
+
+    Writes ``<out>/backbone/``, ``<out>/introspective/`` (with the results in its model card) and
+    ``<out>/metrics.json``; returns what ``metrics.json`` holds.
+    """
+    out = Path(out_dir)
+    times = {}
+    t0 = time.perf_counter()
+    backbone = train_backbone(train, out / "backbone", model_name, cifar_stem, backbone_schedule, batch_size, seed,
+                              workers=workers, limit=limit)
+    times["train_backbone_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit_head(backbone, train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
+             seed=seed, workers=workers, net=net)
+    times["fit_head_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    head = IntrospectiveHead.from_pretrained(out / "introspective")
+    metrics = evaluate(head, test, batch_size=256, workers=workers)
+    times["evaluate_s"] = time.perf_counter() - t0
+    head.metrics = {test.split: metrics}
+    result = {"data": train.source, "train_images": len(train), "test_images": len(test), "metrics": metrics,
+              "times": times}
+    if PartialState().is_main_process:  # under accelerate launch: one process writes
+        head.save_pretrained(out / "introspective")  # the model card now shows the results
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -47,9 +47,10 @@ def autograd_features(
         for i in range(x.shape[0]):
             logits = model(x[i : i + 1]) if one_image_per_forward else batch_logits[i : i + 1]
             j = introspection_loss(loss, logits, target).sum()
-            per_sample.append(torch.autograd.grad(j, weights, allow_unused=True, retain_graph=not one_image_per_forward))
+            grads = torch.autograd.grad(j, weights, allow_unused=True, retain_graph=not one_image_per_forward)
+            per_sample.append(grads)
     finally:
-        for w, flag in zip(weights, saved):
+        for w, flag in zip(weights, saved, strict=False):
             w.requires_grad_(flag)
     return {
         layer.name: torch.stack([g[k] if g[k] is not None else torch.zeros_like(weights[k]) for g in per_sample])

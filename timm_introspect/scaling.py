@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from .errors import NotFittedError
+from .features import Factors
+from .stats import sync_max
 
 __all__ = ["FactorScaler", "FeatureScaler", "scale_features"]
 
@@ -42,6 +44,18 @@ class _Fitted(nn.Module):
                     "first (or load a saved model)"
                 )
 
+    def _statistics(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Reduce the running max-abs across processes (when ``torch.distributed`` is initialized)."""
+        for buffer in self._statistics():
+            sync_max(buffer)
+        flag = self.fitted.to(torch.int32)
+        sync_max(flag)
+        self._mark(bool(flag))
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._fitted_cache = False
         super()._load_from_state_dict(*args, **kwargs)
@@ -50,13 +64,16 @@ class _Fitted(nn.Module):
 class FeatureScaler(_Fitted):
     """Per-dimension max-abs scaling of flat features ``(B, F)``, fitted with :meth:`update`.
 
-    Use :meth:`reset`, then :meth:`update` on every training batch; the scaler counts as fitted after
-    the first update.
+    Use :meth:`reset`, then :meth:`update` on every training batch (and :meth:`sync` when processes saw
+    different shards); the scaler counts as fitted after the first update.
     """
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.zeros(num_features))
+
+    def _statistics(self) -> list[torch.Tensor]:
+        return [self.scale]
 
     def reset(self) -> None:
         self.scale.zero_()
@@ -97,6 +114,9 @@ class FactorScaler(_Fitted):
     def _scales(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"delta_scale_{i}"), getattr(self, f"h_scale_{i}")
 
+    def _statistics(self) -> list[torch.Tensor]:
+        return [s for i in range(len(self.names)) for s in self._scales(i)]
+
     def reset(self) -> None:
         for i in range(len(self.names)):
             for scale in self._scales(i):
@@ -107,11 +127,11 @@ class FactorScaler(_Fitted):
     def update(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Fold a batch of training factors (``{name: (delta (B, S, N), h (B, S, d))}``) into the max-abs."""
         for i, name in enumerate(self.names):
-            for scale, factor in zip(self._scales(i), factors[name]):
+            for scale, factor in zip(self._scales(i), factors[name], strict=False):
                 torch.maximum(scale, factor.detach().abs().flatten(0, 1).amax(0).to(scale), out=scale)
         self._mark(True)
 
-    def forward(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, factors: Factors) -> Factors:
         self._check_fitted("factor")
-        return {name: tuple(scale_features(f, s) for f, s in zip(factors[name], self._scales(i)))
+        return {name: tuple(scale_features(f, s) for f, s in zip(factors[name], self._scales(i), strict=False))
                 for i, name in enumerate(self.names)}

@@ -5,8 +5,19 @@
   Zenodo tar, a ``datasets`` table of rows, or a Hub mirror with :func:`load_cifar10c`.
 """
 
-from .corruptions import COMMON, CORRUPTIONS, EXTRA, FROST_FILES, PARAMS, corrupt
+from ..errors import MissingDependencyError
+
+try:  # the optional extra: the original generator's scientific stack
+    import cv2  # noqa: F401
+    import scipy  # noqa: F401
+    import skimage  # noqa: F401
+except ImportError as err:
+    raise MissingDependencyError(
+        f"CIFAR-10-C needs scipy, scikit-image and OpenCV ({err}): pip install 'timm-introspect[cifar10c]'"
+    ) from err
+
+from .corruptions import COMMON, CORRUPTIONS, EXTRA, FROST_FILES, PARAMS, TABLE, Corruption, corrupt
 from .release import RELEASE_TAR, load_cifar10c, load_official, write_official
 
-__all__ = ["COMMON", "CORRUPTIONS", "EXTRA", "FROST_FILES", "PARAMS", "RELEASE_TAR", "corrupt", "load_cifar10c",
-           "load_official", "write_official"]
+__all__ = ["COMMON", "CORRUPTIONS", "EXTRA", "FROST_FILES", "PARAMS", "RELEASE_TAR", "TABLE", "Corruption", "corrupt",
+           "load_cifar10c", "load_official", "write_official"]

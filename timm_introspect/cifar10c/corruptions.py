@@ -14,8 +14,9 @@ offsets, edge pixels outside the image, its 16-bit rounding).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -23,36 +24,10 @@ from scipy import ndimage
 from skimage import color
 from skimage.util import random_noise
 
-__all__ = ["COMMON", "CORRUPTIONS", "EXTRA", "FROST_FILES", "PARAMS", "corrupt"]
+from ..errors import DataError, InvalidArgumentError
 
-#: Per-severity parameters of the CIFAR generator (severity 1..5).
-PARAMS: dict[str, list] = {
-    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
-    "shot_noise": [500, 250, 100, 75, 50],
-    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
-    "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
-    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1],
-    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
-    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
-    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
-    "jpeg_compression": [80, 65, 58, 50, 40],
-    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
-    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
-    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
-    # the original's np.arange(1, stop, 0.01) values as they are (1.2500000000000002, not 1.25: the zoomed
-    # size round(26 * factor) and so the image depend on it)
-    "zoom_blur": [np.arange(1, stop, 0.01).tolist() for stop in (1.06, 1.11, 1.16, 1.21, 1.26)],
-    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
-    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
-    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
-    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
-    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
-                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)],
-    # (alpha, sigma, affine jitter) in pixels, as the original's IMSIZE * fraction with IMSIZE = 32
-    "elastic_transform": [(32 * a, 32 * s, 32 * j) for a, s, j in
-                          ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))],
-}
+__all__ = ["COMMON", "CORRUPTIONS", "EXTRA", "FROST_FILES", "PARAMS", "TABLE", "Corruption", "corrupt"]
+
 
 #: The frost overlays the original samples from (frost6 is in its folder but never picked).
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
@@ -213,14 +188,15 @@ def _frost_images(folder: str | Path | None) -> list[np.ndarray]:
     import cv2
 
     if folder is None:
-        raise ValueError("frost needs the frost overlay images: pass frost_dir= (a folder with frost1.png ... frost5.jpg)")
+        raise InvalidArgumentError(
+            "frost needs the frost overlay images: pass frost_dir= (a folder with frost1.png ... frost5.jpg)")
     key = str(Path(folder).resolve())
     if key not in _FROST_CACHE:
         images = []
         for name in FROST_FILES:
             img = cv2.imread(str(Path(folder) / name))
             if img is None:
-                raise ValueError(f"cannot read {Path(folder) / name}: frost_dir must hold {', '.join(FROST_FILES)}")
+                raise DataError(f"cannot read {Path(folder) / name}: frost_dir must hold {', '.join(FROST_FILES)}")
             images.append(cv2.resize(img, (0, 0), fx=0.2, fy=0.2)[..., ::-1])  # BGR -> RGB
         _FROST_CACHE[key] = images
     return _FROST_CACHE[key]
@@ -397,21 +373,75 @@ def _elastic_transform(x, c, rng):
     return np.clip(out, 0, 1) * 255
 
 
-_FUNCS: dict[str, Callable[..., np.ndarray]] = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
-    "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur, "zoom_blur": _zoom_blur,
-    "snow": _snow, "frost": _frost, "fog": _fog, "brightness": _brightness,
-    "contrast": _contrast, "elastic_transform": _elastic_transform, "pixelate": _pixelate,
-    "jpeg_compression": _jpeg_compression,
-    "speckle_noise": _speckle_noise, "gaussian_blur": _gaussian_blur, "spatter": _spatter, "saturate": _saturate,
-}
+@dataclass(frozen=True)
+class Corruption:
+    """One corruption of the release: its name, its function, whether it is one of the 15 common ones,
+    and its parameter at each severity 1..5 (the CIFAR generator's; ``../shared/specs/cifar10c_params.json``)."""
 
-#: All 19 corruptions of the release: the 15 common ones (noise, blur, weather, digital), then the 4 extra.
-CORRUPTIONS: tuple[str, ...] = tuple(_FUNCS)
+    name: str
+    fn: Callable[..., np.ndarray]
+    common: bool
+    params: list
+
+
+#: The 19 corruptions in the release's order: the 15 common ones (noise, blur, weather, digital), then
+#: the 4 extra ones released for validation.
+TABLE: tuple[Corruption, ...] = (
+    Corruption("gaussian_noise", _gaussian_noise, True,
+               [0.04, 0.06, 0.08, 0.09, 0.10]),
+    Corruption("shot_noise", _shot_noise, True,
+               [500, 250, 100, 75, 50]),
+    Corruption("impulse_noise", _impulse_noise, True,
+               [0.01, 0.02, 0.03, 0.05, 0.07]),
+    Corruption("defocus_blur", _defocus_blur, True,
+               [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)]),
+    Corruption("glass_blur", _glass_blur, True,
+               [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)]),
+    Corruption("motion_blur", _motion_blur, True,
+               [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)]),
+    # the original's np.arange(1, stop, 0.01) values as they are (1.2500000000000002, not 1.25: the zoomed
+    # size round(26 * factor) and so the image depend on it)
+    Corruption("zoom_blur", _zoom_blur, True,
+               [np.arange(1, stop, 0.01).tolist() for stop in (1.06, 1.11, 1.16, 1.21, 1.26)]),
+    Corruption("snow", _snow, True,
+               [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+                (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)]),
+    Corruption("frost", _frost, True,
+               [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)]),
+    Corruption("fog", _fog, True,
+               [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)]),
+    Corruption("brightness", _brightness, True,
+               [0.05, 0.1, 0.15, 0.2, 0.3]),
+    Corruption("contrast", _contrast, True,
+               [0.75, 0.5, 0.4, 0.3, 0.15]),
+    # (alpha, sigma, affine jitter) in pixels, as the original's IMSIZE * fraction with IMSIZE = 32
+    Corruption("elastic_transform", _elastic_transform, True,
+               [(32 * a, 32 * s, 32 * j) for a, s, j in
+                ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))]),
+    Corruption("pixelate", _pixelate, True,
+               [0.95, 0.9, 0.85, 0.75, 0.65]),
+    Corruption("jpeg_compression", _jpeg_compression, True,
+               [80, 65, 58, 50, 40]),
+    Corruption("speckle_noise", _speckle_noise, False,
+               [0.06, 0.1, 0.12, 0.16, 0.2]),
+    Corruption("gaussian_blur", _gaussian_blur, False,
+               [0.4, 0.6, 0.7, 0.8, 1]),
+    Corruption("spatter", _spatter, False,
+               [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
+                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)]),
+    Corruption("saturate", _saturate, False,
+               [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)]),
+)
+_BY_NAME = {c.name: c for c in TABLE}
+
+#: All 19 corruption names, in the release's order.
+CORRUPTIONS: tuple[str, ...] = tuple(c.name for c in TABLE)
 #: The 15 common corruptions (the benchmark's usual mean).
-COMMON: tuple[str, ...] = CORRUPTIONS[:15]
-#: The 4 extra ones released for validation.
-EXTRA: tuple[str, ...] = CORRUPTIONS[15:]
+COMMON: tuple[str, ...] = tuple(c.name for c in TABLE if c.common)
+#: The 4 extra ones.
+EXTRA: tuple[str, ...] = tuple(c.name for c in TABLE if not c.common)
+#: Per-severity parameters by name (a view of :data:`TABLE`).
+PARAMS: dict[str, list] = {c.name: c.params for c in TABLE}
 
 
 def corrupt(
@@ -422,14 +452,15 @@ def corrupt(
 
     ``frost_dir``: the folder of the frost overlays (``frost1.png`` ... ``frost5.jpg``), for ``"frost"``.
     """
-    if corruption not in _FUNCS:
-        raise ValueError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
+    if corruption not in _BY_NAME:
+        raise InvalidArgumentError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
     if severity not in range(1, 6):
-        raise ValueError(f"severity must be 1..5, got {severity}")
+        raise InvalidArgumentError(f"severity must be 1..5, got {severity}")
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected uint8 images of shape (n, H, W, 3), got {images.dtype} {images.shape}")
+        raise InvalidArgumentError(f"expected uint8 images of shape (n, H, W, 3), got {images.dtype} {images.shape}")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     extra = {"frost_dir": frost_dir} if corruption == "frost" else {}
-    out = _FUNCS[corruption](images, PARAMS[corruption][severity - 1], rng, **extra)
+    entry = _BY_NAME[corruption]
+    out = entry.fn(images, entry.params[severity - 1], rng, **extra)
     return np.asarray(out).astype(np.uint8)  # truncation, as the original's np.uint8(...)

@@ -10,11 +10,12 @@ import hashlib
 import io
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..errors import DataError, InvalidArgumentError
 from .corruptions import CORRUPTIONS, corrupt
 
 __all__ = ["GENERATOR_VERSION", "RELEASE_TAR", "load_cifar10c", "load_official", "write_official"]
@@ -45,7 +46,7 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     out_dir.mkdir(parents=True, exist_ok=True)
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown:
-        raise ValueError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
+        raise InvalidArgumentError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
     images = np.ascontiguousarray(images)
     settings = {"generator": GENERATOR_VERSION, "seed": seed, "chunk": chunk,
                 "frost_dir": str(Path(frost_dir).resolve()) if frost_dir is not None else None,
@@ -56,7 +57,7 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     ours = set(manifest.get("files", {}))
     foreign = sorted(p.name for p in out_dir.glob("*.npy") if p.name != "labels.npy" and p.name not in ours)
     if foreign:
-        raise ValueError(f"{out_dir} holds {', '.join(foreign)}, not written by this generator: choose an empty "
+        raise DataError(f"{out_dir} holds {', '.join(foreign)}, not written by this generator: choose an empty "
                          "folder (the set would mix them with labels of other images)")
     done = manifest["files"] if manifest.get("settings") == settings else {}
     for stale in ours - set(done):  # made from other images or settings: never left beside the new ones
@@ -110,29 +111,29 @@ def _assemble(names: set[str], read: Callable[[str], bytes], where: str, corrupt
               md5: dict[str, str] | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Read ``labels.npy`` and the wanted ``<corruption>.npy`` (only those), checking sums and layout."""
     if "labels.npy" not in names:
-        raise ValueError(f"{where} has no labels.npy: not CIFAR-10-C in the release's layout")
+        raise DataError(f"{where} has no labels.npy: not CIFAR-10-C in the release's layout")
     wanted = tuple(corruptions) if corruptions else tuple(sorted(n[:-4] for n in names if n != "labels.npy"))
     missing = [c for c in wanted if f"{c}.npy" not in names]
     if missing:
-        raise ValueError(f"{where} lacks {', '.join(f'{c}.npy' for c in missing)}")
+        raise DataError(f"{where} lacks {', '.join(f'{c}.npy' for c in missing)}")
 
     def load(name: str) -> np.ndarray:
         raw = read(name)
         expected = (md5 or {}).get(name)
         if expected is not None and (found := hashlib.md5(raw).hexdigest()) != expected:
-            raise ValueError(f"{name} in {where} has md5 {found}, expected {expected}: "
+            raise DataError(f"{name} in {where} has md5 {found}, expected {expected}: "
                              "the file is corrupted or from another release; download it again")
         try:
             return np.load(io.BytesIO(raw), allow_pickle=False)
         except ValueError as err:
-            raise ValueError(f"{name} in {where} is not a readable .npy file ({err}); download it again") from err
+            raise DataError(f"{name} in {where} is not a readable .npy file ({err}); download it again") from err
 
     labels = load("labels.npy")
     data = {}
     for c in wanted:
         arr = load(f"{c}.npy")
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) != len(labels) or len(arr) % 5:
-            raise ValueError(f"{c}.npy in {where} has {arr.dtype} {arr.shape}; the layout is uint8 (5 n, H, W, 3) "
+            raise DataError(f"{c}.npy in {where} has {arr.dtype} {arr.shape}; the layout is uint8 (5 n, H, W, 3) "
                              f"with 5 n = len(labels.npy) = {len(labels)}")
         data[c] = arr
     return data, labels
@@ -144,7 +145,7 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
 
     Only the requested corruptions are read (all present by default). ``md5`` maps file names to expected
     md5 sums, or is the md5 of a tar; the release tar (recognized by its size) is checked against
-    :data:`RELEASE_TAR` by default. A mismatch raises ``ValueError``.
+    :data:`RELEASE_TAR` by default. A mismatch raises :class:`~timm_introspect.DataError`.
     """
     source = Path(source)
     if source.is_dir():
@@ -152,10 +153,11 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
         return _assemble(set(paths), lambda n: paths[n].read_bytes(), str(source), corruptions,
                          md5 if isinstance(md5, dict) else None)
     if not source.is_file() or not tarfile.is_tarfile(source):
-        raise ValueError(f"{source} is neither a folder of .npy files nor a tar archive of CIFAR-10-C")
-    expected = md5 if isinstance(md5, str) else (RELEASE_TAR["md5"] if source.stat().st_size == RELEASE_TAR["bytes"] else None)
+        raise DataError(f"{source} is neither a folder of .npy files nor a tar archive of CIFAR-10-C")
+    release_size = source.stat().st_size == RELEASE_TAR["bytes"]
+    expected = md5 if isinstance(md5, str) else (RELEASE_TAR["md5"] if release_size else None)
     if expected is not None and (found := _file_md5(source)) != expected:
-        raise ValueError(f"{source} has md5 {found}, expected {expected}: the archive is corrupted or "
+        raise DataError(f"{source} has md5 {found}, expected {expected}: the archive is corrupted or "
                          "incomplete; download it again")
     with tarfile.open(source) as tar:
         members = {Path(m.name).name: m for m in tar.getmembers()
@@ -172,10 +174,11 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
     cols = set(ds.column_names)
     pick = lambda *options: next((c for c in options if c in cols), None)  # noqa: E731
     image, label = pick("image", "img"), pick("label", "labels")
-    name, level = pick("corruption_name", "corruption", "corruption_type"), pick("corruption_level", "severity", "level")
+    name = pick("corruption_name", "corruption", "corruption_type")
+    level = pick("corruption_level", "severity", "level")
     index = pick("index", "idx", "image_id")  # the test image's number, if the rows carry it
     if None in (image, label, name, level):
-        raise ValueError(f"{where} has columns {sorted(cols)}; CIFAR-10-C rows need an image, a label, the "
+        raise DataError(f"{where} has columns {sorted(cols)}; CIFAR-10-C rows need an image, a label, the "
                          "corruption's name and its severity (e.g. image, label, corruption_name, corruption_level)")
     names = np.asarray(ds[name])
     levels = np.asarray(ds[level]).astype(int)
@@ -185,19 +188,19 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
     for c in wanted:
         rows = np.flatnonzero(names == c)
         if not len(rows):
-            raise ValueError(f"{where} has no rows of {c!r}; it has {', '.join(sorted(set(names.tolist())))}")
+            raise DataError(f"{where} has no rows of {c!r}; it has {', '.join(sorted(set(names.tolist())))}")
         order = np.asarray(ds[index])[rows] if index else np.arange(len(rows))
         rows = rows[np.lexsort((order, levels[rows]))]  # severity blocks; by image number (else row order) within
         per_level = np.bincount(levels[rows], minlength=6)
         if per_level[0] or len(per_level) != 6 or len(set(per_level[1:].tolist())) != 1:
-            raise ValueError(f"{where}: {c!r} has {per_level[1:].tolist()} rows at severities 1-5 (and "
+            raise DataError(f"{where}: {c!r} has {per_level[1:].tolist()} rows at severities 1-5 (and "
                              f"{int(per_level[0])} at others); the layout needs the same images at each of 1-5")
         subset = ds.select(rows.tolist())
         data[c] = np.stack([np.asarray(im.convert("RGB")) for im in subset[image]])
         if labels is None:
             labels = all_labels[rows].astype(np.uint8)
         elif not np.array_equal(all_labels[rows], labels):
-            raise ValueError(f"{where}: the rows of {c!r} are not in the same image order as those of {wanted[0]!r} "
+            raise DataError(f"{where}: the rows of {c!r} are not in the same image order as those of {wanted[0]!r} "
                              "(shuffled rows need an index column with each test image's number)")
     return data, labels
 
@@ -217,7 +220,8 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
         if path.is_dir() and not any(path.rglob("*.npy")):
             import datasets
 
-            return _from_rows(datasets.load_dataset(str(path), split=split, cache_dir=cache_dir), corruptions, str(path))
+            rows = datasets.load_dataset(str(path), split=split, cache_dir=cache_dir)
+            return _from_rows(rows, corruptions, str(path))
         return load_official(path, corruptions, md5)
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
@@ -227,9 +231,9 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
     try:
         files = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
     except RevisionNotFoundError as err:
-        raise ValueError(f"the dataset repo {repo} has no revision {revision!r}") from err
+        raise DataError(f"the dataset repo {repo} has no revision {revision!r}") from err
     except RepositoryNotFoundError as err:
-        raise ValueError(f"{repo} is neither a local path nor a dataset repo on the Hub") from err
+        raise DataError(f"{repo} is neither a local path nor a dataset repo on the Hub") from err
     except Exception as err:  # offline mode, no network, a server error: the .npy files already cached
         patterns = sorted(f"*{n}" for n in wanted) if wanted else ["*.npy"]
         unreachable = (f"cannot reach the Hub for {repo} and {{what}} not in the cache ({type(err).__name__}); "
@@ -238,11 +242,11 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
             folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=patterns,
                                             cache_dir=cache_dir, local_files_only=True))
         except Exception:
-            raise ValueError(unreachable.format(what="it is")) from err
+            raise DataError(unreachable.format(what="it is")) from err
         cached = {p.name for p in folder.rglob("*.npy")}
         missing = sorted(n for n in (wanted or {"labels.npy"}) if n not in cached)
         if missing:
-            raise ValueError(unreachable.format(what=", ".join(missing) + " are")) from err
+            raise DataError(unreachable.format(what=", ".join(missing) + " are")) from err
         return load_official(folder, corruptions, md5)
     npy = [f for f in files if f.endswith(".npy") and (wanted is None or Path(f).name in wanted)]
     if npy:
