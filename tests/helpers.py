@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+import datasets
+import numpy as np
 import timm
 import torch
+from PIL import Image
 from torch import nn
 
 from timm_introspect import find_classifiers
 
-__all__ = ["rel_err", "timm_model"]
+__all__ = ["CLASSES", "make_images", "rel_err", "timm_model", "write_parquet"]
 
 
 @functools.cache
@@ -30,3 +34,31 @@ def timm_model(name: str, dtype: torch.dtype = torch.float64, **kwargs) -> torch
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative error ||a - b|| / ||b|| (Frobenius)."""
     return ((a - b).norm() / b.norm().clamp_min(torch.finfo(b.dtype).tiny)).item()
+
+
+CLASSES = ["red", "green", "blue"]
+
+
+def make_images(n: int, seed: int, mode: str = "RGB", size: int = 16) -> tuple[list[Image.Image], list[int]]:
+    """Noisy images whose dominant colour channel is the class: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for i in range(n):
+        label = i % 3
+        arr = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
+        arr[..., label] += 150
+        img = Image.fromarray(arr)
+        images.append(img.convert(mode))
+        labels.append(label)
+    return images, labels
+
+
+def write_parquet(folder: Path, split: str, images, labels=None, label_names=CLASSES) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"img": images}
+    features = {"img": datasets.Image()}
+    if labels is not None:
+        data["label"] = labels
+        features["label"] = datasets.ClassLabel(names=label_names)
+    ds = datasets.Dataset.from_dict(data, features=datasets.Features(features))
+    ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))

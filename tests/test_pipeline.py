@@ -12,43 +12,15 @@ import sys
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from PIL import Image
+from helpers import CLASSES, make_images, write_parquet
 
 from timm_introspect import DataError, IntrospectiveHead
 from timm_introspect.data import load_images
 from timm_introspect.pipeline import evaluate, fit_head, load_backbone, train_backbone
 from timm_introspect.training import Schedule
-
-CLASSES = ["red", "green", "blue"]
-
-
-def make_images(n: int, seed: int, mode: str = "RGB", size: int = 16) -> tuple[list[Image.Image], list[int]]:
-    """Noisy images whose dominant colour channel is the class: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for i in range(n):
-        label = i % 3
-        arr = rng.integers(0, 90, (size, size, 3), dtype=np.uint8)
-        arr[..., label] += 150
-        img = Image.fromarray(arr)
-        images.append(img.convert(mode))
-        labels.append(label)
-    return images, labels
-
-
-def write_parquet(folder: Path, split: str, images, labels=None, label_names=CLASSES) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = {"img": images}
-    features = {"img": datasets.Image()}
-    if labels is not None:
-        data["label"] = labels
-        features["label"] = datasets.ClassLabel(names=label_names)
-    ds = datasets.Dataset.from_dict(data, features=datasets.Features(features))
-    ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,24 @@ from .data import load_images
 from .errors import IntrospectionError
 from .training import SCHEDULES, Schedule
 
-#: Presets: "quick" runs on a CPU in minutes; "paper" is the paper's recipe (Appendix C.1).
+#: Presets: "cpu" is the CPU recipe of the main job (README); "quick" a smoke run in minutes; "paper" the
+#: paper's recipe (Appendix C.1).
 PRESETS = {
+    "cpu": dict(model="resnet10s_cifar", cifar_stem=True, train_limit=None, test_limit=None, batch_size=256,
+                holdout=0.1, channels_last=True, corruption_images=1000,
+                backbone=SCHEDULES["backbone-cpu"], head=SCHEDULES["head-cpu"]),
     "quick": dict(model="resnet18", cifar_stem=True, train_limit=4000, test_limit=2000, batch_size=64,
                   backbone=dict(SCHEDULES["backbone-fast"], epochs=4), head=dict(SCHEDULES["head-fast"], epochs=20)),
     "paper": dict(model="resnet18", cifar_stem=True, train_limit=None, test_limit=None, batch_size=128,
                   backbone=SCHEDULES["backbone-paper"], head=SCHEDULES["head-paper"]),
 }
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -88,12 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", default=None, help="metrics JSON (default: <model folder>/metrics-<split>.json)")
 
-    p = sub.add_parser("run", help="train f, fit H and evaluate both, with a preset")
+    p = sub.add_parser("run", help="the main job: train f, fit H, evaluate f, f+TS and H (clean and CIFAR-10-C)")
     _data_args(p)
-    p.add_argument("--preset", choices=list(PRESETS), default="quick")
+    p.add_argument("--preset", choices=list(PRESETS), default="cpu")
     p.add_argument("--loss", default="mse-M")
     _net_arg(p)
     p.add_argument("--test-split", default="test")
+    p.add_argument("--corruptions", nargs="*", default=None,
+                   help="CIFAR-10-C corruptions to evaluate (default with --frost-dir: all 19; without: the 18 others)")
+    p.add_argument("--frost-dir", default=None, help="folder with the frost overlays frost1.png ... frost5.jpg")
+    p.add_argument("--corruption-images", type=_positive, default=None,
+                   help="seeded subset of test images the corrupted sets are made from (preset: 1000)")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("cifar10c", help="generate CIFAR-10-C (19 corruptions x 5 severities) in the release's layout")
@@ -182,18 +198,36 @@ def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
+    from .cifar10c import CORRUPTIONS
     from .pipeline import run
 
     preset = PRESETS[args.preset]
+    holdout = preset.get("holdout", 0.0)
+    corruptions = args.corruptions
+    if corruptions is None:
+        corruptions = [c for c in CORRUPTIONS if c != "frost" or args.frost_dir] if holdout else []
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
+    if "frost" in corruptions and not args.frost_dir:
+        raise SystemExit("frost needs its overlay images: pass --frost-dir, or leave frost out with --corruptions")
     result = run(
         _load(args, "train", preset["train_limit"]), _load(args, args.test_split, preset["test_limit"]), args.out,
         preset["model"], preset["cifar_stem"], Schedule(**preset["backbone"]), Schedule(**preset["head"]),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, loss=args.loss, net=args.net,
-        workers=args.workers, limit=preset["train_limit"],
+        workers=args.workers, limit=preset["train_limit"], holdout=holdout, corruptions=corruptions,
+        corruption_images=args.corruption_images or preset.get("corruption_images", 1000), frost_dir=args.frost_dir,
+        channels_last=preset.get("channels_last", False),
     )
     if PartialState().is_main_process:
-        _print_metrics(result["metrics"])
-        print(f"model: {Path(args.out) / 'introspective'}   metrics: {Path(args.out) / 'metrics.json'}")
+        if "table" in result:
+            print(result["table"])
+            if "frost" not in corruptions and corruptions:
+                print("(frost left out: pass --frost-dir to include it)")
+        else:
+            _print_metrics(result["metrics"])
+        times = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in result["times"].items())
+        print(f"model: {Path(args.out) / 'introspective'}   metrics: {Path(args.out) / 'metrics.json'}   ({times})")
 
 
 def cmd_cifar10c(args: argparse.Namespace) -> dict:

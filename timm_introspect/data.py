@@ -55,6 +55,19 @@ class LabeledImages:
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
         return np.stack([np.asarray(_decode(item, "RGB")) for item in raw]), self.labels().numpy()
 
+    def image_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the first image (``None`` for an empty dataset)."""
+        if not len(self):
+            return None
+        raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[0][self.image_column]
+        width, height = _decode(raw, "RGB").size
+        return height, width
+
+    def pixels(self) -> torch.Tensor:
+        """All images decoded once, as one RGB uint8 tensor ``(n, 3, H, W)`` (same-size images)."""
+        images, _ = self.arrays()
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
     def split_holdout(self, fraction: float, seed: int = 0) -> tuple[LabeledImages, LabeledImages]:
         """``(rest, held_out)``: a seeded random split, e.g. f on the rest and H on the held-out part
         (paper, Fig. 10)."""

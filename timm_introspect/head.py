@@ -128,6 +128,8 @@ class IntrospectiveHead(
         self.metrics: dict[str, dict[str, dict[str, float]]] = {}
         #: the dataset f and H were trained on (a Hub id or a name), for the model card
         self.dataset: str | None = None
+        #: held-out clean images neither f nor H saw, for temperature scaling (see robustness.calibration_images)
+        self.calibration: dict[str, Any] | None = None
 
     @classmethod
     def wrap(cls, model: nn.Module, **kwargs: Any) -> IntrospectiveHead:

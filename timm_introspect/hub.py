@@ -61,6 +61,8 @@ class IntrospectionConfig:
     introspective_net: dict[str, Any] = field(default_factory=dict)
     label_names: list[str] | None = None
     dataset: str | None = None
+    #: the held-out clean images for temperature scaling: {"data", "split", "limit", "seed", "holdout"}
+    calibration: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     timm_introspect_version: str = ""
@@ -242,7 +244,8 @@ def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
         loss=head.loss, target=head.target, num_classes=head.num_classes, num_features=head.num_features,
         classifiers=[{"name": c.name, "kind": c.kind, "shape": list(c.weight.shape)} for c in head.classifiers],
         scale=head.scaled, introspective_net=net_config(head.introspective_net), label_names=head.label_names,
-        dataset=head.dataset, metrics=head.metrics, timm_introspect_version=__version__, timm_version=timm.__version__,
+        dataset=head.dataset, metrics=head.metrics, calibration=head.calibration, timm_introspect_version=__version__,
+        timm_version=timm.__version__,
     )
 
 
@@ -313,7 +316,7 @@ def load_head(
             f"from another timm version or model (saved with timm {cfg.timm_version}): install that version"
         )
     load_strict(head, load_tensors(paths[INTROSPECTION_WEIGHTS]), INTROSPECTION_WEIGHTS, skip_prefix="model.")
-    head.dataset, head.metrics = cfg.dataset, cfg.metrics
+    head.dataset, head.metrics, head.calibration = cfg.dataset, cfg.metrics, cfg.calibration
     return head.to(map_location)
 
 

@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
+from timm.data import resolve_model_data_config
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from . import hub
+from .augment import BatchAugment
 from .cache import extract_features
 from .data import LabeledImages, make_loader
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, InvalidArgumentError
 from .head import IntrospectiveHead
 from .hub import save_backbone
 from .metrics import classification_metrics
@@ -60,12 +63,21 @@ def train_backbone(
     on_step: Callable[[int, int], None] | None = None,
     holdout: float = 0.0,
     limit: int | None = None,
+    tensor_augment: bool | None = None,
+    channels_last: bool = False,
+    **model_kwargs: Any,
 ) -> nn.Module:
     """Train a timm classifier from scratch (f) and save it to ``out_dir`` (timm layout).
 
     With ``holdout`` > 0, f trains without that (seeded) fraction of ``train``, which is recorded in
-    ``training.json`` so that :func:`fit_head` can fit H on the held-out images (paper, Fig. 10).
-    ``limit`` is only recorded (the subset ``train`` was loaded with), to rebuild that split later.
+    ``training.json``: the images for temperature scaling, or for fitting H on images f did not see
+    (paper, Fig. 10). ``limit`` is only recorded (the subset ``train`` was loaded with), to rebuild that
+    split later.
+
+    ``tensor_augment`` (default: for inputs of at most 64 px whose images already have that size) decodes
+    the images once and augments whole uint8 batches (:class:`~timm_introspect.augment.BatchAugment`:
+    reflect-padded random crop, flip) instead of per-image PIL transforms: on a CPU that is what keeps
+    the cores on the model. ``channels_last`` trains in that memory format.
     """
     out_dir = Path(out_dir)
     source_split = train.split
@@ -73,18 +85,24 @@ def train_backbone(
         train, _ = train.split_holdout(holdout, seed)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200)
-    model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem)
-    loader = make_loader(train, model, True, batch_size, workers)
+    model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem, **model_kwargs)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    loader, augment = _train_loader(train, model, batch_size, workers, tensor_augment)
 
     def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x), y)
+        if augment is not None:
+            x = augment.to(x.device)(x)
+        x = x.contiguous(memory_format=memory_format)
+        return F.cross_entropy(model(x), y, label_smoothing=schedule.label_smoothing)
 
     info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": source_split,
-            "images": len(train), "limit": limit, "seed": seed, "holdout": holdout, "batch_size": batch_size}
+            "images": len(train), "limit": limit, "seed": seed, "holdout": holdout, "batch_size": batch_size,
+            "tensor_augment": augment is not None, "channels_last": channels_last, "model_kwargs": model_kwargs}
     model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step,
                        signature={k: v for k, v in info.items() if k != "images"})
-    model.eval()
+    model = model.eval().to(memory_format=torch.contiguous_format)
     info["schedule"] = schedule.__dict__
     if test is not None:  # every rank predicts (gather_for_metrics needs them all); the main one writes
         logits, labels = _predict(accelerator, model, make_loader(test, model, False, batch_size, workers))
@@ -94,6 +112,24 @@ def train_backbone(
         (out_dir / "training.json").write_text(json.dumps(info, indent=2))
     accelerator.wait_for_everyone()
     return model
+
+
+def _train_loader(train: LabeledImages, model: nn.Module, batch_size: int, workers: int,
+                  tensor_augment: bool | None) -> tuple[DataLoader, BatchAugment | None]:
+    """The training batches: PIL transforms per image, or decoded uint8 tensors and a batch augmentation."""
+    cfg = resolve_model_data_config(model)
+    size = tuple(cfg["input_size"][1:])
+    if tensor_augment is None:  # small RGB images already at the model's size
+        tensor_augment = max(size) <= 64 and cfg["input_size"][0] == 3 and train.image_size() == size
+    if not tensor_augment:
+        return make_loader(train, model, True, batch_size, workers), None
+    pixels = train.pixels()
+    if tuple(pixels.shape[2:]) != size:
+        raise DataError(f"tensor augmentation needs images of the model's size {size}; {train.source} has "
+                        f"{tuple(pixels.shape[2:])}: pass tensor_augment=False to resize them per image")
+    dataset = TensorDataset(pixels, train.labels())
+    augment = BatchAugment(cfg["mean"], cfg["std"], pad=size[-1] // 8).train()
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers), augment
 
 
 @torch.no_grad()
@@ -123,6 +159,7 @@ def fit_head(
     workers: int = 0,
     on_step: Callable[[int, int], None] | None = None,
     net: str = "mlp",
+    calibration: dict[str, Any] | None = None,
 ) -> IntrospectiveHead:
     """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir``.
 
@@ -130,6 +167,8 @@ def fit_head(
     M and the [-1, 1] scale are estimated on it, and H is trained with :func:`train_loop` (resumable).
     ``net`` is a registered H (:func:`timm_introspect.list_nets`): the paper's MLP (``"mlp"``), or an H on
     the factors (delta, h) of r_x, which are then what is cached and scaled (r_x is never materialized).
+    ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
+    scaling in the benchmarks.
     """
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
@@ -158,6 +197,7 @@ def fit_head(
     head.introspective_net = trained.to("cpu")
     head.to("cpu").eval()
     head.dataset = train.source
+    head.calibration = calibration
     if accelerator.is_main_process:
         head.save_pretrained(out_dir)
     accelerator.wait_for_everyone()
@@ -190,6 +230,16 @@ def evaluate(
     labels_t = torch.cat(labels)
     return {"f": classification_metrics(torch.cat(f_logits), labels_t),
             "H": classification_metrics(torch.cat(h_logits), labels_t)}
+
+
+def holdout_record(backbone_dir: str | Path) -> dict[str, Any] | None:
+    """The images f was trained without (``train-backbone --holdout``), as ``training.json`` records them:
+    ``{"data", "split", "limit", "seed", "holdout"}``, or ``None``."""
+    info_path = Path(backbone_dir) / "training.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if not info.get("holdout"):
+        return None
+    return {k: info.get(k) for k in ("data", "split", "limit", "seed", "holdout")}
 
 
 def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, limit: int | None,
@@ -230,29 +280,63 @@ def run(
     net: str = "mlp",
     workers: int = 0,
     limit: int | None = None,
+    holdout: float = 0.0,
+    corruptions: Sequence[str] = (),
+    corruption_images: int = 1000,
+    frost_dir: str | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
-    """The main job: train f, fit H on f's training images, evaluate both on ``test``.
+    """The main job: train f (without a held-out split), fit H on f's training images, evaluate f, f with
+    temperature scaling (T fitted on the held-out images) and H on ``test`` and on CIFAR-10-C.
 
-    Writes ``<out>/backbone/``, ``<out>/introspective/`` (with the results in its model card) and
-    ``<out>/metrics.json``; returns what ``metrics.json`` holds.
+    CIFAR-10-C is generated on the fly from a seeded subset of ``corruption_images`` test images, for
+    ``corruptions`` x 5 severities (none: clean images only; temperature scaling needs ``holdout`` > 0).
+    Writes ``<out>/backbone/``, ``<out>/introspective/`` (the results in its model card),
+    ``<out>/metrics.json``, ``<out>/results.md`` and the plots; returns what ``metrics.json`` holds.
     """
+    from .robustness import calibration_images, corruption_benchmark, summary_table
+
     out = Path(out_dir)
+    if corruptions:
+        from .cifar10c import CORRUPTIONS  # noqa: F401  (fail now, not after training, without the extra)
+        from .plots import pyplot
+
+        pyplot()
+        if not holdout:
+            raise InvalidArgumentError("the corruption benchmark compares with temperature-scaled f, which needs "
+                                       "held-out images: pass holdout > 0 (e.g. 0.1)")
     times = {}
     t0 = time.perf_counter()
     backbone = train_backbone(train, out / "backbone", model_name, cifar_stem, backbone_schedule, batch_size, seed,
-                              workers=workers, limit=limit)
+                              workers=workers, limit=limit, holdout=holdout, channels_last=channels_last)
     times["train_backbone_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit_head(backbone, train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
-             seed=seed, workers=workers, net=net)
+    f_train = train.split_holdout(holdout, seed)[0] if holdout else train
+    fit_head(backbone, f_train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
+             seed=seed, workers=workers, net=net, calibration=holdout_record(out / "backbone"))
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = IntrospectiveHead.from_pretrained(out / "introspective")
     metrics = evaluate(head, test, batch_size=256, workers=workers)
-    times["evaluate_s"] = time.perf_counter() - t0
     head.metrics = {test.split: metrics}
-    result = {"data": train.source, "train_images": len(train), "test_images": len(test), "metrics": metrics,
-              "times": times}
+    result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test),
+                              "metrics": metrics}
+    if holdout and PartialState().is_main_process:
+        clean, labels = test.arrays()
+        subset = np.sort(np.random.default_rng(seed).permutation(len(labels))[:corruption_images])
+        bench = corruption_benchmark(head, clean[subset], labels[subset], calibration_images(head).arrays(),
+                                     corruptions, seed=seed, frost_dir=frost_dir, clean_eval=(clean, labels))
+        result["robustness"] = bench
+        result["table"] = summary_table(bench)
+        head.metrics = {"clean": bench["clean"]}
+        if corruptions:
+            head.metrics["CIFAR-10-C (mean)"] = bench["mean_corrupted"]
+            from .plots import corruption_plots
+
+            result["plots"] = corruption_plots(bench, out)
+        (out / "results.md").write_text(result["table"] + "\n")
+    times["evaluate_s"] = time.perf_counter() - t0
+    result["times"] = times
     if PartialState().is_main_process:  # under accelerate launch: one process writes
         head.save_pretrained(out / "introspective")  # the model card now shows the results
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
