@@ -7,6 +7,7 @@ import pytest
 from hub_server import Repo
 from huggingface_hub import constants
 
+from timm_introspect import DataError
 from timm_introspect.cifar10c import load_cifar10c, load_official, write_official
 
 
@@ -73,6 +74,30 @@ def test_generator_never_mixes_sets(release, tmp_path):
     np.save(other / "fog.npy", np.zeros((5, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="not written by this generator"):
         write_official(other, images, labels, corruptions=("contrast",), progress=False)
+
+
+def test_a_crafted_manifest_never_deletes_files_outside_the_folder(release, tmp_path):
+    """Issue 15.1: only the generator's own files, by their known names, inside --out are ever deleted."""
+    import json
+
+    _, images, labels, _ = release
+    out = tmp_path / "out"
+    out.mkdir()
+    victims = [tmp_path / "victim.npy", tmp_path / "elsewhere" / "victim.txt"]
+    victims[1].parent.mkdir()
+    for v in victims:
+        v.write_bytes(b"precious")
+    (out / "notes.txt").write_text("mine")
+    manifest = {"settings": {"seed": 99}, "files": {"../victim.npy": "x", str(victims[1]): "y", "notes.txt": "z"}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    write_official(out, images, labels, corruptions=("contrast",), progress=False)
+    assert all(v.read_bytes() == b"precious" for v in victims) and (out / "notes.txt").read_text() == "mine"
+    for damaged in ("{not json", "[1, 2]", '{"files": ["../victim.npy"]}'):
+        # a damaged manifest cannot vouch for contrast.npy: the folder is refused, nothing is deleted
+        (out / "manifest.json").write_text(damaged)
+        with pytest.raises(DataError, match="not written by this generator"):
+            write_official(out, images, labels, corruptions=("contrast",), progress=False)
+        assert victims[0].read_bytes() == b"precious" and (out / "contrast.npy").is_file()
 
 
 def test_damaged_files_are_refused(release, tmp_path):

@@ -358,3 +358,39 @@ def test_a_registered_toy_h_trains_saves_loads_and_evaluates(tiny, backbone_dir,
 
     args = build_parser().parse_args(["fit", "--backbone", "b", "--out", "o", "--net", "toy-linear"])
     assert args.net == "toy-linear"
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_one_leaves_no_lock(tiny, backbone_dir, tmp_path):
+    """Issue 15.2: two runs writing one --out at once; a run killed with SIGKILL does not block the next."""
+    from timm_introspect import RunLockedError
+    from timm_introspect.training import exclusive_run
+
+    train = load_images(str(tiny), "train")
+    with exclusive_run(tmp_path / "h"):  # another run holds the folder
+        with pytest.raises(RunLockedError, match="another run is writing to"):
+            fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    assert not (tmp_path / "h" / "model.safetensors").exists()
+    code = ("import os, sys, time; from timm_introspect.training import exclusive_run\n"
+            "with exclusive_run(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "h")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError):
+            fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs
+        holder.wait()
+    fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    assert (tmp_path / "h" / "introspection.safetensors").is_file()
+
+
+@pytest.mark.parametrize("bad", [["--train-limit", "0"], ["--batch-size", "0"], ["--batch-size", "-4"],
+                                 ["--epochs", "0"], ["--lr", "nan"], ["--lr", "-0.1"], ["--workers", "-1"],
+                                 ["--holdout", "1.5"]])
+def test_cli_rejects_invalid_numbers(bad, capsys):
+    """Issue 15.8: 0 no longer silently means the preset's value; negatives do not crash deep in a sampler."""
+    from timm_introspect.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train-backbone", "--out", "o", *bad])
+    assert "must be" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -41,21 +42,42 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id or local folder (Parquet / images)")
     p.add_argument("--image-column", default=None)
     p.add_argument("--label-column", default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--batch-size", type=_positive, default=None)
+    p.add_argument("--workers", type=_non_negative, default=0, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default="paper")
     p.add_argument("--train-split", default="train")
-    p.add_argument("--train-limit", type=int, default=None, help="use a random subset of this many images")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--train-limit", type=_positive, default=None, help="use a random subset of this many images")
+    p.add_argument("--epochs", type=_positive, default=None)
+    p.add_argument("--lr", type=_positive_float, default=None)
     p.add_argument("--schedule", choices=["paper", "onecycle"], default=None)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
 
@@ -77,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p)
     p.add_argument("--model", default=None, help="timm architecture (default: the preset's)")
     p.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--holdout", type=float, default=0.0,
+    p.add_argument("--holdout", type=_fraction, default=0.0,
                    help="train f without this fraction of the training images, kept for `fit --use-holdout`")
     p.add_argument("--out", required=True)
 
@@ -96,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--model", required=True, help="folder or Hub repo of an introspective model")
     p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_positive, default=None)
     p.add_argument("--out", default=None, help="metrics JSON (default: <model folder>/metrics-<split>.json)")
 
     p = sub.add_parser("run", help="the main job: train f, fit H, evaluate f, f+TS and H (clean and CIFAR-10-C)")
@@ -119,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=None)
     p.add_argument("--frost-dir", default=None, help="folder with the frost overlays frost1.png ... frost5.jpg")
     p.add_argument("--corruptions", nargs="*", default=None, help="default: all 19")
-    p.add_argument("--limit", type=int, default=None, help="only this many test images (seeded subset)")
+    p.add_argument("--limit", type=_positive, default=None, help="only this many test images (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     return parser

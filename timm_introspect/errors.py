@@ -18,6 +18,7 @@ __all__ = [
     "UnknownNetError",
     "InvalidArgumentError",
     "MissingDependencyError",
+    "RunLockedError",
 ]
 
 
@@ -63,3 +64,7 @@ class InvalidArgumentError(IntrospectionError, ValueError):
 
 class MissingDependencyError(IntrospectionError, ImportError):
     """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+class RunLockedError(IntrospectionError, RuntimeError):
+    """Another run is writing to the same output folder."""

@@ -7,6 +7,8 @@ runs under ``accelerate``: the same call works on one CPU and under ``accelerate
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ from .hub import save_backbone
 from .metrics import classification_metrics
 from .models import create_model
 from .registry import net_config
-from .training import Schedule, make_accelerator, train_loop
+from .training import Schedule, exclusive_run, make_accelerator, train_loop
 
 __all__ = ["evaluate", "fit_head", "heldout_images", "load_backbone", "run", "save_backbone", "train_backbone"]
 
@@ -49,6 +51,18 @@ def load_backbone(folder: str | Path) -> nn.Module:
     return hub.build_backbone(cfg, folder / hub.TIMM_WEIGHTS)
 
 
+def _exclusive(job: Callable) -> Callable:
+    """Run ``job`` holding its ``out_dir``'s lock (:func:`~timm_introspect.training.exclusive_run`)."""
+
+    @functools.wraps(job)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with exclusive_run(inspect.signature(job).bind(*args, **kwargs).arguments["out_dir"]):
+            return job(*args, **kwargs)
+
+    return locked
+
+
+@_exclusive
 def train_backbone(
     train: LabeledImages,
     out_dir: str | Path,
@@ -146,6 +160,7 @@ def _predict(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> 
 
 # --- H --------------------------------------------------------------------------------------------
 
+@_exclusive
 def fit_head(
     backbone: nn.Module,
     train: LabeledImages,

@@ -9,21 +9,25 @@ run ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["Schedule", "SCHEDULES", "make_accelerator", "train_loop"]
+from .errors import RunLockedError
+
+__all__ = ["SCHEDULES", "Schedule", "exclusive_run", "make_accelerator", "train_loop"]
 
 
 @dataclass
@@ -88,6 +92,34 @@ SCHEDULES: dict[str, dict[str, Any]] = {
                          nesterov=True, decay_1d=False),
     "head-cpu": dict(epochs=20, lr=0.1, weight_decay=5e-3, kind="onecycle"),
 }
+
+
+@contextlib.contextmanager
+def exclusive_run(out_dir: str | Path) -> Iterator[None]:
+    """Hold ``<out_dir>/.lock`` for the duration: a second run writing to the same folder is refused.
+
+    The lock is an OS file lock (``flock``): the kernel releases it when the process ends, so a killed
+    run never leaves it stuck. Under ``accelerate launch`` one process per machine holds it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not PartialState().is_local_main_process:
+        yield
+        return
+    handle = open(out_dir / ".lock", "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        handle.close()
+        raise RunLockedError(
+            f"another run is writing to {out_dir} (it holds {out_dir / '.lock'}): wait for it to finish, or use "
+            "another output folder"
+        ) from err
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def make_accelerator(out_dir: str | Path, seed: int = 0, mixed_precision: str = "no") -> Accelerator:

@@ -53,13 +53,21 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
                 "images_md5": hashlib.md5(images.tobytes()).hexdigest(),
                 "labels_md5": hashlib.md5(np.asarray(labels, dtype=np.uint8).tobytes()).hexdigest()}
     manifest_path = out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    ours = set(manifest.get("files", {}))
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = {}
+    manifest = manifest if isinstance(manifest, dict) else {}
+    files = manifest.get("files")
+    # only the files this generator writes, by their known names, inside out_dir: a crafted manifest naming
+    # "../x" or "/abs/path" is never followed
+    known = {f"{c}.npy" for c in CORRUPTIONS}
+    ours = {name for name in files if name in known} if isinstance(files, dict) else set()
     foreign = sorted(p.name for p in out_dir.glob("*.npy") if p.name != "labels.npy" and p.name not in ours)
     if foreign:
         raise DataError(f"{out_dir} holds {', '.join(foreign)}, not written by this generator: choose an empty "
                          "folder (the set would mix them with labels of other images)")
-    done = manifest["files"] if manifest.get("settings") == settings else {}
+    done = {k: files[k] for k in ours} if manifest.get("settings") == settings else {}
     for stale in ours - set(done):  # made from other images or settings: never left beside the new ones
         (out_dir / stale).unlink(missing_ok=True)
     manifest = {"settings": settings, "files": {k: v for k, v in done.items() if (out_dir / k).is_file()}}
