@@ -157,3 +157,19 @@ def test_bad_loss_and_target(resnet):
 def test_fit_needs_data(resnet):
     with pytest.raises(ValueError, match="no batches"):
         IntrospectiveHead.wrap(resnet).fit([], progress=False)
+
+
+def test_one_head_used_from_several_threads_gives_each_its_own_features():
+    """Issue 15.4: concurrent calls add hooks to the same classifier; each must see only its own forward."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=10).eval()
+    head = IntrospectiveHead.wrap(model, loss="mse")
+    batches = [torch.randn(3, 3, 32, 32) for _ in range(8)]
+    expected = [head.introspective_features(x) for x in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            got = list(pool.map(head.introspective_features, batches))
+            for e, g in zip(expected, got, strict=True):
+                assert torch.equal(e, g)

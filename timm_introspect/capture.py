@@ -8,6 +8,7 @@ are frozen and x needs no grad, so autograd records only that tail.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -26,9 +27,14 @@ def run_with_hooks(model: nn.Module, classifiers: Sequence[ClassifierLayer], x: 
                    input_size: tuple[int, ...]) -> tuple[torch.Tensor, Calls]:
     """f(x), with each classifier call's input h and its output as a grad-enabled leaf."""
     calls: Calls = {c.name: [] for c in classifiers}
+    # the hooks sit on modules other threads may run at the same time (one head or model used from several
+    # threads): each call records only its own thread's forward and leaves the others' outputs alone
+    owner = threading.get_ident()
 
     def hook_for(name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if threading.get_ident() != owner:
+                return None
             if len(args) != 1 or not isinstance(output, torch.Tensor):
                 raise UnsupportedClassifierError(
                     f"classifier {name} takes {len(args)} inputs / returns {type(output).__name__}; "
