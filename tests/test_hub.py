@@ -238,3 +238,21 @@ def test_the_layout_saved_before_registered_architectures_still_loads(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="cifar_stem 'yes'"):
         IntrospectiveHead.from_pretrained(tmp_path / "m")
+
+
+def test_model_card_escapes_names_and_survives_odd_metrics(tmp_path):
+    """Issue 15.13: names with | or newlines or HTML stay in their cells; a None metric or a non-string dataset
+    does not break saving."""
+    torch.manual_seed(0)
+    names = ["cat|dog", "ship\nfrog", "<script>alert(1)</script>", "plane"]
+    head = IntrospectiveHead.wrap(timm.create_model("resnet18", num_classes=4), loss="mse", scale=False,
+                                  label_names=names)
+    head.metrics = {"clean|set": {"f": {"accuracy": 0.5, "ece": None, "a|b": 0.25}}}
+    head.dataset = 123
+    head.save_pretrained(tmp_path / "m")
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "<script>" not in card and "&lt;script&gt;" in card
+    row = next(line for line in card.splitlines() if line.startswith("| clean"))
+    assert row.replace("\\|", "").count("|") == 6  # split, model, accuracy, ece, a|b: 5 cells
+    assert "cat\\|dog" in card and "ship frog" in card
+    assert IntrospectiveHead.from_pretrained(tmp_path / "m").label_names == names

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -26,6 +28,18 @@ def _hub_dataset(dataset: str | None) -> str | None:
     return None
 
 
+def _md(value: object) -> str:
+    """Text safe inside a Markdown table cell: no raw HTML, no cell or row breaks."""
+    text = html.escape(str(value), quote=False)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _md(value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def model_card(
     head: IntrospectiveHead,
     repo_id: str | None = None,
@@ -40,6 +54,7 @@ def model_card(
     """
     metrics = metrics if metrics is not None else head.metrics
     dataset = dataset or head.dataset
+    dataset = None if dataset is None else str(dataset)
     architecture = head.model.pretrained_cfg.get("architecture", type(head.model).__name__)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else f"{architecture}-introspective")
     repo_id = repo_id or "<user>/<repo>"
@@ -47,12 +62,13 @@ def model_card(
     results, metric_names, eval_results = [], [], []
     for split, per_model in metrics.items():
         for who, values in per_model.items():
-            results.append({"split": split, "model": who,
-                            "cells": {m: f"{v:.4f}" if isinstance(v, float) else v for m, v in values.items()}})
+            results.append({"split": _md(split), "model": _md(who),
+                            "cells": {_md(m): _cell(v) for m, v in values.items()}})
             for metric, value in values.items():
-                if metric not in metric_names:
-                    metric_names.append(metric)
-                if metric == "count":  # a sample size, not a metric of the model
+                if _md(metric) not in metric_names:
+                    metric_names.append(_md(metric))
+                numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                if metric == "count" or not numeric:  # a sample size, or no number: not in the model index
                     continue
                 eval_results.append(EvalResult(
                     task_type="image-classification", dataset_type=hub_dataset or "custom",
@@ -75,14 +91,14 @@ def model_card(
         cifar_stem=architecture.endswith("_cifar"),
         num_classes=head.num_classes,
         input_size=", ".join(map(str, head.input_size())),
-        dataset=dataset,
+        dataset=_md(dataset) if dataset else None,
         loss_name=head.loss.upper() if head.target != "M" else f"{head.loss.upper()}-M",
         target_text=f"M = {target:.4g}" if head.target == "M" else f"{target:g}",
         num_features=head.num_features,
         classifier_text=", ".join(f"{c.name}: {' x '.join(map(str, c.weight.shape))}" for c in head.classifiers),
         scale=head.scaled,
         h_text=describe_net(head.introspective_net),
-        label_names=head.label_names,
+        label_names=[_md(n) for n in head.label_names] if head.label_names else None,
         results=results,
         metric_names=metric_names,
         timm_introspect_version=__version__,

@@ -255,6 +255,7 @@ def save_head(head: IntrospectiveHead, save_directory: str | Path) -> None:
     The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin).
     """
     save_directory = Path(save_directory)
+    head.generate_model_card()  # a card that cannot be made fails here, before anything is replaced
     (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
     save_backbone(head.model, save_directory, head.label_names)
     introspection_config(head).to_file(save_directory / INTROSPECTION_CONFIG)
