@@ -173,6 +173,29 @@ def test_labels_outside_model_classes(tmp_path, backbone_dir):
         evaluate(head, data)
 
 
+def test_class_names_and_labels_are_checked(tmp_path, backbone_dir):
+    """Issue 15.5: permuted class names are refused (not scored against the wrong classes); an outlier or a
+    negative integer label is refused before f is trained."""
+    images, labels = make_images(9, 0)
+    write_parquet(tmp_path / "p", "test", images, labels, label_names=["blue", "green", "red"])
+    permuted = load_images(str(tmp_path / "p"), "test")
+    assert load_backbone(backbone_dir).pretrained_cfg["label_names"] == CLASSES
+    head = IntrospectiveHead.wrap(load_backbone(backbone_dir), scale=False)
+    with pytest.raises(DataError, match="in another order"):
+        evaluate(head, permuted)
+    with pytest.raises(DataError, match="in another order"):
+        fit_head(load_backbone(backbone_dir), permuted, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
+    int_features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
+    for last, match in ((57, "no images of class"), (-1, "negative")):
+        folder = tmp_path / f"ints{last}"
+        folder.mkdir()
+        ds = datasets.Dataset.from_dict({"img": images, "label": [0, 1, 2, 0, 1, 2, 0, 1, last]}, features=int_features)
+        ds.to_parquet(str(folder / "train-00000-of-00001.parquet"))
+        with pytest.raises(DataError, match=match):
+            train_backbone(load_images(str(folder), "train"), tmp_path / "f", "test_resnet",
+                           schedule=backbone_schedule(1), **FAST)
+
+
 def test_grayscale_is_converted_for_an_rgb_model(tmp_path, backbone_dir):
     write_parquet(tmp_path / "g", "test", *make_images(6, 0, mode="L"))
     data = load_images(str(tmp_path / "g"), "test")

@@ -81,6 +81,30 @@ class LabeledImages:
                           f"{self.split} (held out {fraction:g}, seed {seed})"),
         )
 
+    def check_training_labels(self) -> None:
+        """Before training a new f: labels are 0..N-1 and, without class names, every class has images (an
+        outlier label such as 57 among 0..9 would silently make a 58-way model)."""
+        labels = self.labels()
+        if labels.numel() and labels.min() < 0:
+            raise DataError(f"{self.source} [{self.split}] has negative labels ({labels.min().item()}): class indices "
+                            "start at 0; remove or relabel those rows")
+        if not self.label_names and labels.numel():
+            missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
+            if missing:
+                raise DataError(
+                    f"{self.source} [{self.split}] has integer labels up to {labels.max().item()} but no images of "
+                    f"class(es) {missing[:10]}{' ...' if len(missing) > 10 else ''}: an outlier label would add "
+                    "classes. Fix the labels, or give the label column a ClassLabel feature with the class names")
+
+    def check_names(self, label_names: list[str] | None) -> None:
+        """Raise :class:`DataError` when the dataset's class names differ from a model's (e.g. permuted)."""
+        if self.label_names and label_names and list(self.label_names) != list(label_names):
+            how = "in another order" if sorted(self.label_names) == sorted(label_names) else "different names"
+            raise DataError(
+                f"{self.source} [{self.split}] names its classes {self.label_names}, the model {list(label_names)} "
+                f"({how}): label i would be scored as the model's class i. Use the dataset the model was trained "
+                "on, or map its labels to the model's classes first")
+
     def check_labels(self, num_classes: int) -> None:
         """Raise :class:`DataError` unless every label is a class index of a ``num_classes``-way model."""
         labels = self.labels()

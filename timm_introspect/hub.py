@@ -228,6 +228,8 @@ def build_backbone(timm_cfg: dict[str, Any], weights: str | Path) -> nn.Module:
             patch_stem = True
     model_args = {**timm_cfg.get("model_args", {}), "num_classes": timm_cfg["num_classes"]}
     pretrained_cfg = dict(timm_cfg.get("pretrained_cfg") or {})
+    if isinstance(timm_cfg.get("label_names"), list):  # where timm's own hf-hub loading puts them
+        pretrained_cfg.setdefault("label_names", timm_cfg["label_names"])
     if legacy_stem:
         pretrained_cfg["architecture"] = architecture
     model = timm.create_model(architecture, pretrained=False, pretrained_cfg_overlay=pretrained_cfg or None,

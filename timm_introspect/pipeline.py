@@ -99,6 +99,7 @@ def train_backbone(
         train, _ = train.split_holdout(holdout, seed)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200)
+    train.check_training_labels()
     model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem, **model_kwargs)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -190,6 +191,7 @@ def fit_head(
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
     head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names, introspective_net=net)
     train.check_labels(head.num_classes)
+    train.check_names((backbone.pretrained_cfg or {}).get("label_names"))
     features, labels, cache_folder = extract_features(
         accelerator, head, train, cache_dir or out_dir / "feature-cache", batch_size=batch_size, workers=workers,
         factored=head.takes_factors)
@@ -233,6 +235,7 @@ def evaluate(
     """
     accelerator = accelerator or Accelerator()
     images.check_labels(head.num_classes)
+    images.check_names(head.label_names)
     head = head.to(accelerator.device).eval()
     loader = accelerator.prepare(make_loader(images, head.model, False, batch_size, workers))
     f_logits, h_logits, labels = [], [], []
