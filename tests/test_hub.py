@@ -256,3 +256,36 @@ def test_model_card_escapes_names_and_survives_odd_metrics(tmp_path):
     assert row.replace("\\|", "").count("|") == 6  # split, model, accuracy, ece, a|b: 5 cells
     assert "cat\\|dog" in card and "ship frog" in card
     assert IntrospectiveHead.from_pretrained(tmp_path / "m").label_names == names
+
+
+@pytest.mark.parametrize("damage", ["int", "bool", "nan", "negative scale"])
+def test_weights_that_would_load_but_be_wrong_are_refused(saved, damage):
+    """Issue 15.7: dtypes, finiteness and the sign of the scale are checked; nothing is half-loaded."""
+    import safetensors.torch
+
+    path = saved / "introspection.safetensors"
+    state = safetensors.torch.load_file(str(path))
+    key = "introspective_net.0.weight"
+    if damage == "int":
+        state[key] = state[key].to(torch.int32)
+    elif damage == "bool":
+        state[key] = state[key] > 0
+    elif damage == "nan":
+        state[key][0, 0] = float("nan")
+    else:
+        state["scaler.scale"][0] = -1.0
+    safetensors.torch.save_file(state, str(path))
+    with pytest.raises(CheckpointError, match="dtype|non-finite|negative"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    """Issue 15.6: a diverged model is refused at saving, and the folder is left as it was."""
+    head, _ = make_head("resnet18", 32)
+    head.save_pretrained(tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    with torch.no_grad():
+        head.introspective_net[0].weight[0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        head.save_pretrained(tmp_path / "m")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before

@@ -417,3 +417,22 @@ def test_cli_rejects_invalid_numbers(bad, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train-backbone", "--out", "o", *bad])
     assert "must be" in capsys.readouterr().err
+
+
+def test_non_finite_data_and_diverged_training_are_refused(tiny, backbone_dir, tmp_path):
+    """Issue 15.6: a NaN image cannot silently disable scaling; a diverged H is never saved."""
+    from timm_introspect import DivergedError
+
+    head = IntrospectiveHead.wrap(load_backbone(backbone_dir), loss="mse")
+    x = torch.randn(4, 3, 16, 16)
+    x[2, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match="1 of 4 images give non-finite"):
+        head.fit([x], progress=False)
+    head_m = IntrospectiveHead.wrap(load_backbone(backbone_dir), loss="mse-M")
+    with pytest.raises(DataError, match="non-finite maximum logit"):
+        head_m.fit([x], progress=False)
+    train = load_images(str(tiny), "train")
+    with pytest.raises(DivergedError, match=r"epoch \d+, step \d+"):
+        fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse",
+                 schedule=Schedule(epochs=3, lr=1e30, kind="onecycle"), **FAST)
+    assert not (tmp_path / "h" / "introspection.safetensors").exists()

@@ -16,6 +16,7 @@ from .classifier import ClassifierLayer, find_classifiers
 from .errors import (
     CheckpointError,
     DataError,
+    DivergedError,
     InputShapeError,
     IntrospectionError,
     InvalidArgumentError,
@@ -46,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "ClassifierLayer",
     "DataError",
+    "DivergedError",
     "FactorScaler",
     "FactorizedMLP",
     "FeatureScaler",

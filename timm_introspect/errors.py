@@ -19,6 +19,7 @@ __all__ = [
     "InvalidArgumentError",
     "MissingDependencyError",
     "RunLockedError",
+    "DivergedError",
 ]
 
 
@@ -68,3 +69,7 @@ class MissingDependencyError(IntrospectionError, ImportError):
 
 class RunLockedError(IntrospectionError, RuntimeError):
     """Another run is writing to the same output folder."""
+
+
+class DivergedError(IntrospectionError, RuntimeError):
+    """Training produced a non-finite loss; the step that diverged is named and nothing of it was saved."""

@@ -304,6 +304,14 @@ class IntrospectiveHead(
         """The contents of ``introspection_config.json`` for this head."""
         return hub.introspection_config(self)
 
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
+        """Save to a folder (and push with ``push_to_hub=True``); see :mod:`timm_introspect.hub` for the layout.
+
+        Non-finite weights or a card that cannot be rendered are refused before any file is touched.
+        """
+        hub.check_savable(self)  # the mixin deletes config.json before calling _save_pretrained
+        return super().save_pretrained(save_directory, **kwargs)
+
     def _save_pretrained(self, save_directory: Path) -> None:
         hub.save_head(self, save_directory)
 

@@ -179,8 +179,13 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
+    dtypes = sorted(k for k in set(expected) & set(state) if expected[k].dtype != state[k].dtype)
+    if missing or unexpected or wrong or dtypes:
         details = []
+        if dtypes:
+            k = dtypes[0]
+            details.append(f"{len(dtypes)} of another dtype, e.g. {k}: file {state[k].dtype} "
+                           f"vs model {expected[k].dtype}")
         if missing:
             details.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
@@ -195,6 +200,12 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
             f"{what} does not match the model its config describes ({'; '.join(details)}); nothing was loaded. "
             "The files come from different models or versions: save the model again"
         )
+    check_finite(state, what)
+    negative = [k for k, v in state.items()
+                if k.startswith("scaler.") and v.is_floating_point() and bool((v < 0).any())]
+    if negative:
+        raise CheckpointError(f"{what} has negative [-1, 1] scales ({negative[:3]}): the file is damaged; nothing was "
+                              "loaded. Save the model again")
     module.load_state_dict(state, strict=skip_prefix is None)
 
 
@@ -204,6 +215,7 @@ def save_backbone(model: nn.Module, out_dir: str | Path, label_names: list[str] 
     A CIFAR-stem model is saved under its registered architecture (``resnet18_cifar``, see
     :mod:`timm_introspect.models`), so the name alone rebuilds it.
     """
+    check_finite(model.state_dict(), "f")
     model_config = {"label_names": list(label_names)} if label_names else None
     timm.models.save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True)
 
@@ -251,17 +263,34 @@ def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
     )
 
 
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse to save (or load) weights with NaN or inf: they would load and give garbage."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{what} has non-finite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: training "
+                              "diverged or the weights are damaged; nothing was written. Train again with a lower "
+                              "learning rate")
+
+
+def check_savable(head: IntrospectiveHead) -> dict[str, torch.Tensor]:
+    """What ``introspection.safetensors`` will hold, after checking that everything can be written: finite
+    weights and a model card that renders. Called before any file of a folder is touched."""
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
+    check_finite({**state, **head.model.state_dict()}, "the model")
+    head.generate_model_card()
+    return state
+
+
 def save_head(head: IntrospectiveHead, save_directory: str | Path) -> None:
     """Write ``head`` to a folder: f in timm's layout, ``introspection_config.json``, ``introspection.safetensors``.
 
     The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin).
     """
     save_directory = Path(save_directory)
-    head.generate_model_card()  # a card that cannot be made fails here, before anything is replaced
+    state = check_savable(head)
     (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
     save_backbone(head.model, save_directory, head.label_names)
     introspection_config(head).to_file(save_directory / INTROSPECTION_CONFIG)
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
     safetensors.torch.save_file(state, str(save_directory / INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import NotFittedError
+from .errors import DataError, NotFittedError
 from .features import Factors
 from .stats import sync_max
 
@@ -21,6 +21,13 @@ def scale_features(features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``clamp(features / scale, -1, 1)``; dimensions with scale 0 (never active in training) pass as is."""
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     return (features / safe).clamp(-1.0, 1.0)
+
+
+def _check_finite(features: torch.Tensor) -> None:
+    bad = ~torch.isfinite(features.detach()).flatten(1).all(1)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} of {len(bad)} images give non-finite introspective features (NaN or inf): "
+                        "the [-1, 1] scale cannot be fitted; check those images (and f's weights)")
 
 
 class _Fitted(nn.Module):
@@ -82,6 +89,7 @@ class FeatureScaler(_Fitted):
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> None:
         """Fold a batch of training features ``(B, F)`` into the running max-abs."""
+        _check_finite(features)
         torch.maximum(self.scale, features.detach().abs().amax(0).to(self.scale), out=self.scale)
         self._mark(True)
 
@@ -126,6 +134,9 @@ class FactorScaler(_Fitted):
     @torch.no_grad()
     def update(self, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Fold a batch of training factors (``{name: (delta (B, S, N), h (B, S, d))}``) into the max-abs."""
+        for pair in factors.values():
+            for factor in pair:
+                _check_finite(factor)
         for i, name in enumerate(self.names):
             for scale, factor in zip(self._scales(i), factors[name], strict=False):
                 torch.maximum(scale, factor.detach().abs().flatten(0, 1).amax(0).to(scale), out=scale)

@@ -18,6 +18,8 @@ import math
 import torch
 import torch.distributed as dist
 
+from .errors import DataError
+
 __all__ = ["MaxLogitMean", "distributed_world", "sync_max"]
 
 
@@ -93,6 +95,6 @@ class MaxLogitMean:
         values = torch.cat(self._values).double()
         if not torch.isfinite(values).all():
             bad = int((~torch.isfinite(values)).sum())
-            raise ValueError(f"{bad} of {values.numel()} images give a non-finite maximum logit: M cannot be "
+            raise DataError(f"{bad} of {values.numel()} images give a non-finite maximum logit: M cannot be "
                              "estimated; check the images (NaN or inf values) and f's weights")
         return math.fsum(values.tolist()) / values.numel()

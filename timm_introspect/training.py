@@ -25,7 +25,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import RunLockedError
+from .errors import DivergedError, RunLockedError
 
 __all__ = ["SCHEDULES", "Schedule", "exclusive_run", "make_accelerator", "train_loop"]
 
@@ -197,11 +197,17 @@ def train_loop(
                    disable=not accelerator.is_local_main_process)
         for step, batch in enumerate(bar):
             loss = loss_fn(model, batch)
+            value = loss.item()
+            if not math.isfinite(value):  # before the step: the weights, and the last checkpoint, stay finite
+                raise DivergedError(
+                    f"{desc}: the loss is {value} at epoch {epoch + 1}, step {step + 1}: training diverged (a learning "
+                    "rate too high, or non-finite inputs). Nothing of this epoch was saved; lower the learning rate "
+                    "or check the data, then run again (it resumes from the last finished epoch)")
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{scheduler.get_last_lr()[0]:.4f}")
             if on_step is not None:
                 on_step(epoch, step)
         if checkpoint_dir is not None:
