@@ -289,3 +289,36 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(CheckpointError, match="non-finite"):
         head.save_pretrained(tmp_path / "m")
     assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", b"\xff\xfe\x00garbage", "[1, 2, 3]", "[" * 100000 + "]" * 100000, '{"architecture": 3}',
+    '{"architecture": "resnet18", "num_classes": true}',
+    '{"architecture": "resnet18", "num_classes": 4, "model_args": 7}',
+])
+def test_malformed_config_json_is_a_checkpoint_error(saved, content):
+    """Issue 15.3: a damaged config.json is refused by name, never a raw JSON/Unicode/Recursion/Type error."""
+    path = saved / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(CheckpointError, match="config.json"):
+        IntrospectiveHead.from_pretrained(saved)
+
+
+def test_config_json_cannot_make_timm_load_a_file(saved, tmp_path):
+    """Issue 15.3: model arguments come from an allow-list: no checkpoint_path, no file-loading pretrained_cfg."""
+    import os
+
+    config = json.loads((saved / "config.json").read_text())
+    bait = tmp_path / "bait.pth"
+    bait.write_bytes(b"not a checkpoint")
+    for key, value in (("model_args", {**config["model_args"], "checkpoint_path": str(bait)}),
+                       ("pretrained_cfg", {**config["pretrained_cfg"], "file": str(bait)})):
+        (saved / "config.json").write_text(json.dumps({**config, key: value}))
+        with pytest.raises(CheckpointError, match="checkpoint_path|file"):
+            IntrospectiveHead.from_pretrained(saved)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (saved / "config.json").unlink()
+    (saved / "config.json").symlink_to(fifo)
+    with pytest.raises(CheckpointError, match="config.json"):  # and no hang
+        IntrospectiveHead.from_pretrained(saved)

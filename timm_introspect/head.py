@@ -316,25 +316,33 @@ class IntrospectiveHead(
         hub.save_head(self, save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> IntrospectiveHead:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
+                        **unused: Any) -> IntrospectiveHead:
         """Load a model saved with :meth:`save_pretrained` / :meth:`push_to_hub` (a folder or a Hub repo id).
 
         Takes ``huggingface_hub``'s arguments (``revision``, ``cache_dir``, ``force_download``,
         ``local_files_only``, ``token``) plus ``map_location`` and ``introspective_net`` (an H to load the
-        saved weights into, for an H that is not registered). Raises :class:`CheckpointError` when anything
-        is missing, corrupt or mismatched; nothing is half-loaded.
+        saved weights into, for an H that is not registered). Every file is checked by
+        :mod:`timm_introspect.hub` (not by the mixin's generic loader, which would parse ``config.json``
+        unchecked); anything missing, corrupt or mismatched raises :class:`CheckpointError`, and nothing is
+        half-loaded.
         """
+        model_id = str(pretrained_model_name_or_path)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                        force_download=force_download, local_files_only=local_files_only,
+                                        token=token, map_location=map_location, introspective_net=introspective_net)
         except LocalEntryNotFoundError as err:
             raise CheckpointError(
-                f"{str(pretrained_model_name_or_path)!r} is not in the local cache and the Hub cannot be reached "
+                f"{model_id!r} is not in the local cache and the Hub cannot be reached "
                 "(offline?): download it once while online, or pass a local folder"
             ) from err
         except HFValidationError as err:
             raise CheckpointError(
-                f"{str(pretrained_model_name_or_path)!r} is neither an existing folder nor a valid Hub repo id "
-                "('user/name')"
+                f"{model_id!r} is neither an existing folder nor a valid Hub repo id ('user/name')"
             ) from err
 
     @classmethod

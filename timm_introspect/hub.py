@@ -25,6 +25,7 @@ import timm
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from timm.models import PretrainedCfg
 from torch import nn
 
 from .errors import CheckpointError, UnknownNetError
@@ -70,13 +71,7 @@ class IntrospectionConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> IntrospectionConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"cannot read {INTROSPECTION_CONFIG} ({err}); save the model again") from err
-        if not isinstance(data, dict):
-            raise CheckpointError(
-                f"{INTROSPECTION_CONFIG} holds {type(data).__name__}, not an object; save the model again")
+        data = read_json(path, INTROSPECTION_CONFIG)
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise CheckpointError(
@@ -154,19 +149,61 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         ) from err
 
 
-def read_timm_config(path: str | Path) -> dict[str, Any]:
-    """timm's ``config.json``, checked for what rebuilding f needs."""
+#: model arguments a saved config.json may pass to timm.create_model: hyperparameters of the architecture,
+#: never arguments that make timm read files (``checkpoint_path``, ``pretrained_cfg`` with ``file``, ...)
+ALLOWED_MODEL_ARGS = frozenset({
+    "num_classes", "in_chans", "global_pool", "img_size", "patch_size", "drop_rate", "drop_path_rate",
+    "class_token", "no_embed_class", "reg_tokens", "dynamic_img_size", "dynamic_img_pad", "output_stride",
+})
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def read_json(path: str | Path, name: str) -> dict[str, Any]:
+    """A JSON object from a regular file of reasonable size; anything else raises :class:`CheckpointError`."""
+    path = Path(path)
     try:
-        cfg = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read {TIMM_CONFIG} ({err}); save the model again") from err
-    if not isinstance(cfg.get("architecture"), str) or not isinstance(cfg.get("num_classes"), int):
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise CheckpointError(f"{name} is not a regular file ({path}); save the model again")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{name} is {path.stat().st_size} bytes, far more than a config; "
+                                  "save the model again")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except CheckpointError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"cannot read {name} ({type(err).__name__}: {err}); save the model again") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{name} holds {type(data).__name__}, not an object; save the model again")
+    return data
+
+
+def read_timm_config(path: str | Path) -> dict[str, Any]:
+    """timm's ``config.json``, checked for what rebuilding f needs (an allow-list of model arguments)."""
+    cfg = read_json(path, TIMM_CONFIG)
+    num_classes = cfg.get("num_classes")
+    if not isinstance(cfg.get("architecture"), str) or type(num_classes) is not int:
         raise CheckpointError(f"{TIMM_CONFIG} lacks 'architecture' or 'num_classes': it is not a timm model config")
+    if num_classes < 1:
+        raise CheckpointError(f"{TIMM_CONFIG} has num_classes {num_classes}: an introspective model needs a classifier")
     if cfg["architecture"] not in timm.list_models():
         raise CheckpointError(
             f"{TIMM_CONFIG} names architecture {cfg['architecture']!r}, which timm {timm.__version__} does not have: "
-            "upgrade timm"
+            "upgrade timm (or import the package that registers it)"
         )
+    model_args = cfg.get("model_args", {})
+    pretrained_cfg = cfg.get("pretrained_cfg", {})
+    if not isinstance(model_args, dict) or not isinstance(pretrained_cfg, dict):
+        raise CheckpointError(f"{TIMM_CONFIG}: model_args and pretrained_cfg must be objects; save the model again")
+    refused = sorted(set(model_args) - ALLOWED_MODEL_ARGS)
+    if refused:
+        raise CheckpointError(
+            f"{TIMM_CONFIG} passes {refused} to timm.create_model; only {sorted(ALLOWED_MODEL_ARGS)} are accepted "
+            "from a saved file (others could make timm read arbitrary files). Build the model yourself and wrap it")
+    known = set(PretrainedCfg.__dataclass_fields__) - {"file", "url", "hf_hub_id", "hf_hub_filename", "state_dict",
+                                                        "source"}
+    if set(pretrained_cfg) - known:
+        raise CheckpointError(f"{TIMM_CONFIG} has unknown or file-loading pretrained_cfg keys "
+                              f"{sorted(set(pretrained_cfg) - known)}; save the model again")
     return cfg
 
 
