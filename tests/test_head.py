@@ -173,3 +173,29 @@ def test_one_head_used_from_several_threads_gives_each_its_own_features():
             got = list(pool.map(head.introspective_features, batches))
             for e, g in zip(expected, got, strict=True):
                 assert torch.equal(e, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_float_dtypes_are_converted_and_integers_are_explained(dtype):
+    """Issue 15.10: float16/bfloat16/float64 images run (converted to f's dtype); uint8 gets a clear error."""
+    torch.manual_seed(0)
+    head = IntrospectiveHead.wrap(timm.create_model("resnet18", num_classes=10).eval(), loss="mse")
+    x = torch.randn(2, 3, 32, 32).to(dtype)
+    expected = head.introspective_features(x.float())
+    assert torch.equal(head.introspective_features(x), expected)
+    with pytest.raises(InputShapeError, match="float images normalized"):
+        head.introspective_features((x.float() * 50 + 128).clamp(0, 255).to(torch.uint8))
+
+
+def test_a_classifier_inside_a_container_is_found_and_exact():
+    """Issue 15.11: a classifier that is nn.Sequential(Dropout, Linear) is introspected through its Linear."""
+    from timm_introspect import autograd_features
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=10).double().eval()
+    model.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, 10)).double()
+    head = IntrospectiveHead.wrap(model, loss="mse", scale=False)
+    assert [(c.name, c.kind) for c in head.classifiers] == [("fc.1", "linear")]
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    expected = autograd_features(model, x, "mse", 1.0)["fc.1"]
+    assert torch.allclose(head.introspective_features(x), expected, rtol=1e-10, atol=1e-12)

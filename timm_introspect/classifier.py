@@ -113,7 +113,7 @@ def find_classifiers(model: nn.Module) -> list[ClassifierLayer]:
         if not _has_weight(head):
             # a container (e.g. NormLinear): the pretrained_cfg names the layer inside it, else take
             # the last layer with a weight.
-            inner = [m for m in cfg_modules.values() if any(m is sub for sub in head.modules())]
+            inner = [m for m in cfg_modules.values() if _has_weight(m) and any(m is sub for sub in head.modules())]
             inner = inner or [m for m in head.modules() if _has_weight(m)]
             if not inner:
                 raise _no_classifier(model, f"its classifier {type(head).__name__} holds no weight")

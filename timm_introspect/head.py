@@ -163,6 +163,14 @@ class IntrospectiveHead(
                 f"expected a batch of images of shape (B, C, H, W) = (B, {', '.join(map(str, self.input_size()))}), "
                 f"got a {x.dim()}-d tensor of shape {tuple(x.shape)}{hint}"
             )
+        if not x.is_floating_point():
+            raise InputShapeError(
+                f"got {x.dtype} images: timm models take float images normalized with the model's mean and std; "
+                "preprocess with timm.data.create_transform(**timm.data.resolve_model_data_config(model)), or "
+                "x.float().div(255) followed by that normalization")
+        param = next(self.model.parameters(), None)
+        if param is not None and x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(param.dtype)  # float16 / bfloat16 / float64 images for a float32 f (under autocast: as given)
         return x.detach()
 
     def input_size(self) -> tuple[int, ...]:
