@@ -436,3 +436,52 @@ def test_non_finite_data_and_diverged_training_are_refused(tiny, backbone_dir, t
         fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse",
                  schedule=Schedule(epochs=3, lr=1e30, kind="onecycle"), **FAST)
     assert not (tmp_path / "h" / "introspection.safetensors").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "meta", "width", "rows"])
+def test_a_damaged_feature_cache_is_rebuilt(tiny, backbone_dir, tmp_path, capsys, damage):
+    """Issue 15.12: a damaged cache entry is detected and rebuilt, giving the same H as an intact one."""
+    cache = tmp_path / "cache"
+    train = load_images(str(tiny), "train")
+    kwargs = dict(loss="mse-M", schedule=head_schedule(1), cache_dir=cache, **FAST)
+    intact = fit_head(load_backbone(backbone_dir), train, tmp_path / "a", **kwargs)
+    (entry,) = cache_dirs(cache)
+    path = cache / entry / "features.safetensors"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "meta":
+        (cache / entry / "meta.json").write_text("{broken")
+    else:
+        tensors = safetensors.torch.load_file(str(path))
+        if damage == "width":
+            tensors["features"] = tensors["features"][:, :-1].contiguous()
+        else:
+            tensors = {k: v[:-2].contiguous() for k, v in tensors.items()}
+        safetensors.torch.save_file(tensors, str(path))
+    capsys.readouterr()
+    rebuilt = fit_head(load_backbone(backbone_dir), train, tmp_path / "b", **kwargs)
+    assert "damaged" in capsys.readouterr().out
+    assert torch.equal(rebuilt.target_value, intact.target_value)
+    for a, b in zip(intact.introspective_net.parameters(), rebuilt.introspective_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_damaged_checkpoint_is_refused_by_name(tiny, backbone_dir, tmp_path):
+    """Issue 15.12: a truncated optimizer.bin or random-state file never resumes silently."""
+    from timm_introspect import CheckpointError
+
+    train = load_images(str(tiny), "train")
+    kwargs = dict(loss="mse", schedule=head_schedule(3), **FAST)
+
+    def crash(epoch: int, step: int) -> None:
+        if (epoch, step) == (1, 0):
+            raise Interrupt
+
+    for name in ("optimizer.bin", "random_states_0.pkl"):
+        out = tmp_path / name
+        with pytest.raises(Interrupt):
+            fit_head(load_backbone(backbone_dir), train, out, on_step=crash, **kwargs)
+        victim = out / "checkpoints" / "epoch-0001" / name
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        with pytest.raises(CheckpointError, match=f"epoch-0001 is damaged.*{name}"):
+            fit_head(load_backbone(backbone_dir), train, out, **kwargs)

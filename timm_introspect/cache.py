@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .data import LabeledImages, make_loader, make_transform
+from .errors import CheckpointError
 from .hub import load_tensors
 from .stats import MaxLogitMean
 
@@ -78,6 +80,30 @@ def _extract(accelerator: Accelerator, head: IntrospectiveHead, images: LabeledI
     return {k: torch.cat(v).contiguous() for k, v in parts.items()}, m_value
 
 
+def _read_entry(folder: Path, head: IntrospectiveHead, images: LabeledImages,
+                factored: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """A cache entry, checked against what it must hold; any mismatch raises."""
+    meta = json.loads((folder / "meta.json").read_text())
+    tensors = load_tensors(folder / "features.safetensors")
+    n = len(images)
+    if not isinstance(meta, dict) or meta.get("count") != n or meta.get("factored") is not factored:
+        raise ValueError(f"meta.json does not describe {n} images in this form")
+    if head.target == "M" and not math.isfinite(float(meta["target_value"])):
+        raise ValueError("meta.json has no finite target M")
+    labels = tensors["labels"]
+    if tuple(labels.shape) != (n,) or not torch.equal(labels, images.labels()):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the dataset's {n}")
+    if factored:
+        for i, c in enumerate(head.classifiers):
+            num, dim = c.weight.shape[:2]
+            delta, h = tensors[f"delta.{i}"], tensors[f"h.{i}"]
+            if delta.shape[0] != n or delta.shape[-1] != num or h.shape[0] != n or h.shape[-1] != dim:
+                raise ValueError(f"factors of shapes {tuple(delta.shape)}, {tuple(h.shape)} for {n} x ({num}, {dim})")
+    elif tuple(tensors["features"].shape) != (n, head.num_features):
+        raise ValueError(f"features of shape {tuple(tensors['features'].shape)}, expected {(n, head.num_features)}")
+    return tensors, meta
+
+
 def extract_features(
     accelerator: Accelerator,
     head: IntrospectiveHead,
@@ -99,7 +125,22 @@ def extract_features(
     folder = Path(cache_dir) / key
     meta_path = folder / "meta.json"
     names = [c.name for c in head.classifiers]
-    if not meta_path.is_file():
+    tensors = None
+    if meta_path.is_file():
+        try:
+            tensors, meta = _read_entry(folder, head, images, factored)
+        except (CheckpointError, ValueError, KeyError, TypeError, OSError) as err:
+            # a damaged entry is rebuilt, not trusted (the rename below puts a complete one in its place)
+            accelerator.print(f"introspect: the cached features in {folder} are damaged ({err}); extracting them again")
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                shutil.rmtree(folder, ignore_errors=True)
+            accelerator.wait_for_everyone()
+        else:
+            if head.target == "M":
+                head.target_value.fill_(meta["target_value"])
+            accelerator.print(f"introspect: reusing cached features {folder}")
+    if tensors is None:
         tensors, m_value = _extract(accelerator, head, images, batch_size, workers, factored)
         if accelerator.is_main_process:  # written aside, then renamed: a cache folder is complete or absent
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=Path(cache_dir)))
@@ -113,12 +154,6 @@ def extract_features(
             except OSError:  # another run wrote the same entry meanwhile: theirs is as good
                 shutil.rmtree(tmp, ignore_errors=True)
         accelerator.wait_for_everyone()
-    else:
-        meta = json.loads(meta_path.read_text())
-        tensors = load_tensors(folder / "features.safetensors")
-        if head.target == "M":
-            head.target_value.fill_(meta["target_value"])
-        accelerator.print(f"introspect: reusing cached features {folder}")
     if factored:
         features: Features = {n: (tensors[f"delta.{i}"], tensors[f"h.{i}"]) for i, n in enumerate(names)}
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import shutil
@@ -25,7 +26,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import DivergedError, RunLockedError
+from .errors import CheckpointError, DivergedError, RunLockedError
 
 __all__ = ["SCHEDULES", "Schedule", "exclusive_run", "make_accelerator", "train_loop"]
 
@@ -139,6 +140,25 @@ def _latest_checkpoint(checkpoint_dir: Path) -> tuple[int, Path | None]:
     return json.loads((done[-1] / "done.json").read_text())["epoch"], done[-1]
 
 
+def _sums(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a checkpoint (recorded in done.json, checked before resuming)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "done.json"}
+
+
+def _verify_checkpoint(folder: Path) -> None:
+    expected = json.loads((folder / "done.json").read_text()).get("files")
+    if expected is None:  # written before sums were recorded
+        return
+    found = _sums(folder)
+    bad = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {folder} is damaged ({', '.join(bad)} missing, truncated or changed since it was written): "
+            f"resuming from it would not give the uninterrupted result. Delete {folder} to resume from the "
+            "checkpoint before it, or its parent folder to start over")
+
+
 def train_loop(
     accelerator: Accelerator,
     model: nn.Module,
@@ -187,7 +207,13 @@ def train_loop(
                     f"{latest} was written by a run with other settings ({saved}); this run: {run}. "
                     f"Use a new output folder, or delete {checkpoint_dir} to start over"
                 )
-            accelerator.load_state(str(latest))
+            _verify_checkpoint(latest)
+            try:
+                accelerator.load_state(str(latest))
+            except Exception as err:  # a damaged file that still passed the sums (an older checkpoint)
+                raise CheckpointError(
+                    f"cannot resume from {latest} ({type(err).__name__}: {err}): the checkpoint is damaged. Delete "
+                    f"{latest} to resume from the one before it, or {checkpoint_dir} to start over") from err
             accelerator.print(f"{desc}: resumed from {latest} (epoch {start_epoch}/{schedule.epochs})")
 
     for epoch in range(start_epoch, schedule.epochs):
@@ -215,7 +241,7 @@ def train_loop(
             accelerator.save_state(str(path))
             accelerator.wait_for_everyone()  # every rank's files are written before the checkpoint counts
             if accelerator.is_main_process:
-                (path / "done.json").write_text(json.dumps({"epoch": epoch + 1, "run": run}))
+                (path / "done.json").write_text(json.dumps({"epoch": epoch + 1, "run": run, "files": _sums(path)}))
                 for old in sorted(checkpoint_dir.glob("epoch-*"))[:-keep_checkpoints]:
                     shutil.rmtree(old, ignore_errors=True)
             accelerator.wait_for_everyone()
