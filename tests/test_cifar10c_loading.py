@@ -232,3 +232,42 @@ def test_cli_generates_the_release_layout(release, tmp_path, capsys):
         main(["cifar10c", "--data", str(tmp_path / "cifar"), "--corruptions", "fgo", "--out", str(out)])
     with pytest.raises(SystemExit, match="--frost-dir"):
         main(["cifar10c", "--data", str(tmp_path / "cifar"), "--corruptions", "frost", "--out", str(out)])
+
+
+def test_loader_refuses_shadowed_odd_or_wrong_files(release, tmp_path):
+    """Issue 15.9: no file shadows another, labels are 1-d integer classes 0-9, only regular files are read;
+    write_official refuses labels it would wrap and counts that differ."""
+    import os
+    import shutil
+
+    folder, images, labels, _ = release
+    twice = tmp_path / "twice"
+    shutil.copytree(folder, twice / "a")
+    shutil.copytree(folder, twice / "b")
+    with pytest.raises(DataError, match="contrast.npy twice"):
+        load_official(twice, ("contrast",))
+    tar_path = tmp_path / "twice.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(folder, arcname="x")
+        tar.add(folder, arcname="y")
+    with pytest.raises(DataError, match="twice"):
+        load_official(tar_path, ("contrast",))
+
+    good = np.load(folder / "labels.npy")
+    for bad in (good.astype(np.float32), good.reshape(5, -1), good + 10):
+        broken = tmp_path / f"labels-{bad.dtype}-{bad.ndim}-{bad.max()}"
+        shutil.copytree(folder, broken)
+        np.save(broken / "labels.npy", bad)
+        with pytest.raises(DataError, match="labels.npy"):
+            load_official(broken, ("contrast",))
+
+    odd = tmp_path / "odd"
+    shutil.copytree(folder, odd)
+    (odd / "fog.npy").unlink()
+    os.mkfifo(odd / "fog.npy")
+    with pytest.raises(DataError, match="not a regular file"):  # instead of hanging on the FIFO
+        load_official(odd, ("fog",))
+
+    for bad_labels in (np.array([300] + [1] * 7), np.array([-1] + [1] * 7), labels[:7]):
+        with pytest.raises(ValueError, match="labels"):
+            write_official(tmp_path / "w", images, bad_labels, corruptions=("contrast",), progress=False)

@@ -106,3 +106,18 @@ def test_temperature_scaling_refuses_a_model_without_held_out_images(tiny32, tmp
     with pytest.raises(DataError, match="records no held-out images"):
         calibration_images(head)
     assert np.isfinite(head.target_value.item())
+
+
+def test_benchmark_without_matplotlib_stops_before_any_work(tmp_path):
+    """Issue 15.14: a missing optional dependency is reported before minutes of work, not after."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "cifar10c.py"
+    code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+            f"sys.argv = ['cifar10c.py', '--model', 'no-such-model', '--out', {str(tmp_path / 'out')!r}]; "
+            f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "pip install 'timm-introspect[bench]'" in proc.stderr, proc.stderr[-2000:]
+    assert "no-such-model" not in proc.stderr  # it never got as far as loading the model

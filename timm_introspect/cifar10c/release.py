@@ -48,6 +48,13 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     if unknown:
         raise InvalidArgumentError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
     images = np.ascontiguousarray(images)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise InvalidArgumentError(f"{len(labels)} labels of shape {labels.shape} for {len(images)} images: pass one "
+                                   "label per image")
+    if len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() > 255):
+        raise InvalidArgumentError("labels must be integers in [0, 255] (they are stored as uint8, as the release's); "
+                                   f"got {labels.dtype} in [{labels.min()}, {labels.max()}]")
     settings = {"generator": GENERATOR_VERSION, "seed": seed, "chunk": chunk,
                 "frost_dir": str(Path(frost_dir).resolve()) if frost_dir is not None else None,
                 "images_md5": hashlib.md5(images.tobytes()).hexdigest(),
@@ -115,6 +122,17 @@ def _file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unique(entries: list[tuple[str, object]], where: str) -> dict[str, object]:
+    """``{file name: item}``; a name found twice (two folders, two tar members) is refused, not shadowed."""
+    found: dict[str, object] = {}
+    for name, item in entries:
+        if name in found:
+            raise DataError(f"{where} holds {name} twice ({found[name]} and {item}): which one is meant is ambiguous; "
+                            "keep one copy")
+        found[name] = item
+    return found
+
+
 def _assemble(names: set[str], read: Callable[[str], bytes], where: str, corruptions: tuple[str, ...] | None,
               md5: dict[str, str] | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Read ``labels.npy`` and the wanted ``<corruption>.npy`` (only those), checking sums and layout."""
@@ -137,6 +155,10 @@ def _assemble(names: set[str], read: Callable[[str], bytes], where: str, corrupt
             raise DataError(f"{name} in {where} is not a readable .npy file ({err}); download it again") from err
 
     labels = load("labels.npy")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (len(labels) and (labels.min() < 0 or labels.max() > 9)):
+        raise DataError(f"labels.npy in {where} holds {labels.dtype} {labels.shape}"
+                        f"{f' in [{labels.min()}, {labels.max()}]' if labels.size else ''}: the release's are the "
+                        "CIFAR-10 classes 0-9, one per image; the file is damaged or from another dataset")
     data = {}
     for c in wanted:
         arr = load(f"{c}.npy")
@@ -157,7 +179,11 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
     """
     source = Path(source)
     if source.is_dir():
-        paths = {p.name: p for p in sorted(source.rglob("*.npy")) if not p.name.startswith("._")}
+        found = [p for p in sorted(source.rglob("*.npy")) if not p.name.startswith("._")]
+        odd = [p for p in found if not p.is_file()]  # a FIFO, a device, a link to /dev/zero
+        if odd:
+            raise DataError(f"{odd[0]} is not a regular file: refusing to read it; replace it with the real file")
+        paths = _unique([(p.name, p) for p in found], str(source))
         return _assemble(set(paths), lambda n: paths[n].read_bytes(), str(source), corruptions,
                          md5 if isinstance(md5, dict) else None)
     if not source.is_file() or not tarfile.is_tarfile(source):
@@ -168,8 +194,9 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
         raise DataError(f"{source} has md5 {found}, expected {expected}: the archive is corrupted or "
                          "incomplete; download it again")
     with tarfile.open(source) as tar:
-        members = {Path(m.name).name: m for m in tar.getmembers()
-                   if m.isfile() and m.name.endswith(".npy") and not Path(m.name).name.startswith("._")}
+        members = _unique([(Path(m.name).name, m) for m in tar.getmembers()
+                           if m.isfile() and m.name.endswith(".npy") and not Path(m.name).name.startswith("._")],
+                          str(source))
         return _assemble(set(members), lambda n: tar.extractfile(members[n]).read(), str(source), corruptions,
                          md5 if isinstance(md5, dict) else None)
 
@@ -258,6 +285,7 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
         return load_official(folder, corruptions, md5)
     npy = [f for f in files if f.endswith(".npy") and (wanted is None or Path(f).name in wanted)]
     if npy:
+        _unique([(Path(f).name, f) for f in npy], repo)
         local = {Path(f).name: Path(hf_hub_download(repo, f, repo_type="dataset", revision=revision,
                                                      cache_dir=cache_dir)) for f in npy}
         return _assemble(set(local), lambda n: local[n].read_bytes(), repo, corruptions,
