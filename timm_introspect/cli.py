@@ -221,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
     from .cifar10c import CORRUPTIONS
-    from .pipeline import run
+    from .main_job import run
 
     preset = PRESETS[args.preset]
     holdout = preset.get("holdout", 0.0)

@@ -5,22 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelCard, ModelHubMixin
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import hub
 from .capture import output_grads, run_with_hooks
-from .card import model_card
 from .classifier import ClassifierLayer, find_classifiers
 from .data import batch_images
-from .errors import CheckpointError, InputShapeError, NotFittedError, UnsupportedClassifierError
+from .errors import InputShapeError, NotFittedError, UnsupportedClassifierError
 from .features import Factors, _promote, weight_grad
+from .hub_mixin import IntrospectiveHubMixin
 from .losses import loss_delta, parse_loss
 from .mlp import IntrospectiveMLP
 from .registry import create_net
@@ -45,13 +41,7 @@ class IntrospectiveOutput:
     features: torch.Tensor | None = None
 
 
-class IntrospectiveHead(
-    nn.Module,
-    ModelHubMixin,
-    library_name="timm-introspect",
-    tags=["image-classification", "timm", "introspective-learning"],
-    pipeline_tag="image-classification",
-):
+class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
     """A trained timm classifier f, its introspective features r_x, and the network H over them.
 
     For an image x, f gives logits z = W h + b. The introspective features are the gradient of
@@ -65,8 +55,8 @@ class IntrospectiveHead(
     on ``head(x).features``, or call ``head(x).logits``.
 
     Share it like a timm model: :meth:`save_pretrained`, :meth:`push_to_hub` and
-    :meth:`from_pretrained` (from ``huggingface_hub.ModelHubMixin``); the backbone stays loadable
-    by timm (see :mod:`timm_introspect.hub`).
+    :meth:`from_pretrained` (:class:`~timm_introspect.hub_mixin.IntrospectiveHubMixin`); the backbone stays
+    loadable by timm (see :mod:`timm_introspect.hub`).
 
     Args:
         model: a timm classifier (``timm.create_model(name, num_classes=N)``), trained. It is
@@ -305,87 +295,6 @@ class IntrospectiveHead(
             if not bool(self.scaler.fitted):
                 raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
         return self
-
-    # --- saving and loading: huggingface_hub.ModelHubMixin hooks over timm_introspect.hub -----------
-
-    def introspection_config(self) -> hub.IntrospectionConfig:
-        """The contents of ``introspection_config.json`` for this head."""
-        return hub.introspection_config(self)
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
-        """Save to a folder (and push with ``push_to_hub=True``); see :mod:`timm_introspect.hub` for the layout.
-
-        Non-finite weights or a card that cannot be rendered are refused before any file is touched.
-        """
-        hub.check_savable(self)  # the mixin deletes config.json before calling _save_pretrained
-        return super().save_pretrained(save_directory, **kwargs)
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        hub.save_head(self, save_directory)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
-                        cache_dir: str | Path | None = None, force_download: bool = False,
-                        local_files_only: bool = False, token: str | bool | None = None,
-                        map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
-                        **unused: Any) -> IntrospectiveHead:
-        """Load a model saved with :meth:`save_pretrained` / :meth:`push_to_hub` (a folder or a Hub repo id).
-
-        Takes ``huggingface_hub``'s arguments (``revision``, ``cache_dir``, ``force_download``,
-        ``local_files_only``, ``token``) plus ``map_location`` and ``introspective_net`` (an H to load the
-        saved weights into, for an H that is not registered). Every file is checked by
-        :mod:`timm_introspect.hub` (not by the mixin's generic loader, which would parse ``config.json``
-        unchecked); anything missing, corrupt or mismatched raises :class:`CheckpointError`, and nothing is
-        half-loaded.
-        """
-        model_id = str(pretrained_model_name_or_path)
-        try:
-            return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
-                                        force_download=force_download, local_files_only=local_files_only,
-                                        token=token, map_location=map_location, introspective_net=introspective_net)
-        except LocalEntryNotFoundError as err:
-            raise CheckpointError(
-                f"{model_id!r} is not in the local cache and the Hub cannot be reached "
-                "(offline?): download it once while online, or pass a local folder"
-            ) from err
-        except HFValidationError as err:
-            raise CheckpointError(
-                f"{model_id!r} is neither an existing folder nor a valid Hub repo id ('user/name')"
-            ) from err
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
-                         force_download: bool, local_files_only: bool, token: str | bool | None,
-                         map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
-                         **unused: Any) -> IntrospectiveHead:
-        return hub.load_head(cls, model_id, revision, cache_dir, force_download, local_files_only, token,
-                             map_location=map_location, introspective_net=introspective_net)
-
-    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
-        """Upload the model (see :meth:`save_pretrained`) and its model card to the Hub repo ``repo_id``.
-
-        Takes the arguments of ``huggingface_hub.ModelHubMixin.push_to_hub`` (``token``, ``private``,
-        ``commit_message``, ...). The upload goes from a temporary folder: a failed push changes nothing
-        local.
-        """
-        model_card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
-        return super().push_to_hub(repo_id, model_card_kwargs=model_card_kwargs, **kwargs)
-
-    def generate_model_card(self, repo_id: str | None = None, model_name: str | None = None,
-                            metrics: dict[str, dict[str, dict[str, float]]] | None = None,
-                            dataset: str | None = None, license: str | None = None) -> ModelCard:
-        """The model card (``hub_cards/model_card.md``) filled from this model and its metrics.
-
-        Args:
-            repo_id: the Hub repo, for the usage snippet.
-            model_name: the card's title (default: the repo name).
-            metrics: ``{split: {model: {metric: value}}}``, e.g.
-                ``{"clean": {"f": {"accuracy": 0.91, "ece": 0.14}, "H": {...}}}``; default ``self.metrics``.
-            dataset: the training dataset (default ``self.dataset``).
-            license: an SPDX license id for the card's metadata.
-        """
-        return model_card(self, repo_id=repo_id, model_name=model_name, metrics=metrics, dataset=dataset,
-                          license=license)
 
     def extra_repr(self) -> str:
         target = "M" if self.target == "M" else float(self.target_value)
