@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
 from tqdm.auto import tqdm
@@ -104,7 +105,7 @@ def exclusive_run(out_dir: str | Path) -> Iterator[None]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not PartialState().is_local_main_process:
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # torchrun / accelerate launch: one process per machine locks
         yield
         return
     handle = open(out_dir / ".lock", "a+")  # noqa: SIM115 (held open for the lock's lifetime)
