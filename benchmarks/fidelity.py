@@ -33,7 +33,6 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from timm.data import resolve_model_data_config
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -44,6 +43,7 @@ from timm_introspect.losses import parse_loss
 from timm_introspect.metrics import classification_metrics, fit_temperature
 from timm_introspect.pipeline import load_backbone, train_backbone
 from timm_introspect.plots import pyplot
+from timm_introspect.robustness import normalized_batches
 from timm_introspect.training import SCHEDULES, Schedule, make_accelerator, train_loop
 
 PAPER = dict(source="train", loss="mse-M", scale="maxabs", net="mlp", hidden=(300, 100), act="Sigmoid", drop=0.0,
@@ -84,11 +84,8 @@ def parse_args(argv=None):
 @torch.no_grad()
 def outputs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """f's logits z and the classifier's input h for uint8 images (timm's forward_features / forward_head)."""
-    cfg = resolve_model_data_config(model)
-    mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
     zs, hs = [], []
-    for i in range(0, len(images), batch_size):
-        x = (torch.from_numpy(images[i : i + batch_size]).permute(0, 3, 1, 2).float().div(255) - mean) / std
+    for x in normalized_batches(model, images, batch_size):
         h = model.forward_head(model.forward_features(x), pre_logits=True)
         zs.append(model.get_classifier()(h))
         hs.append(h)

@@ -228,11 +228,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     corruptions = args.corruptions
     if corruptions is None:
         corruptions = [c for c in CORRUPTIONS if c != "frost" or args.frost_dir] if holdout else []
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise SystemExit(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
-    if "frost" in corruptions and not args.frost_dir:
-        raise SystemExit("frost needs its overlay images: pass --frost-dir, or leave frost out with --corruptions")
+    _check_corruptions(corruptions, args.frost_dir)
     result = run(
         _load(args, "train", preset["train_limit"]), _load(args, args.test_split, preset["test_limit"]), args.out,
         preset["model"], preset["cifar_stem"], Schedule(**preset["backbone"]), Schedule(**preset["head"]),
@@ -252,16 +248,23 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(f"model: {Path(args.out) / 'introspective'}   metrics: {Path(args.out) / 'metrics.json'}   ({times})")
 
 
+def _check_corruptions(corruptions, frost_dir: str | None) -> None:
+    """Refuse unknown corruption names, and frost without its overlay images, before any work."""
+    from .cifar10c import CORRUPTIONS
+
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
+    if "frost" in corruptions and not frost_dir:
+        raise SystemExit("frost needs its overlay images: pass --frost-dir (a folder with frost1.png ... frost5.jpg), "
+                         "or leave frost out with --corruptions")
+
+
 def cmd_cifar10c(args: argparse.Namespace) -> dict:
     from .cifar10c import CORRUPTIONS, write_official
 
     corruptions = tuple(args.corruptions or CORRUPTIONS)
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise SystemExit(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
-    if "frost" in corruptions and args.frost_dir is None:
-        raise SystemExit("frost needs its overlay images: pass --frost-dir (a folder with frost1.png ... frost5.jpg), "
-                         "or leave frost out with --corruptions")
+    _check_corruptions(corruptions, args.frost_dir)
     pixels, labels = _load(args, args.split, args.limit).arrays()
     start = time.perf_counter()
     written = write_official(args.out, pixels, labels, corruptions, seed=args.seed, frost_dir=args.frost_dir)

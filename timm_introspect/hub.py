@@ -190,22 +190,27 @@ def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
     )
 
 
-def check_savable(head: IntrospectiveHead) -> dict[str, torch.Tensor]:
-    """What ``introspection.safetensors`` will hold, after checking that everything can be written: finite
-    weights and a model card that renders. Called before any file of a folder is touched."""
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
-    check_finite({**state, **head.model.state_dict()}, "the model")
+def _introspection_state(head: IntrospectiveHead) -> dict[str, torch.Tensor]:
+    """What ``introspection.safetensors`` holds: everything of the head but f."""
+    return {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
+
+
+def check_savable(head: IntrospectiveHead) -> None:
+    """Check that everything can be written (finite weights, a model card that renders), before any file of
+    a folder is touched."""
+    check_finite({**_introspection_state(head), **head.model.state_dict()}, "the model")
     head.generate_model_card()
-    return state
 
 
 def save_head(head: IntrospectiveHead, save_directory: str | Path) -> None:
     """Write ``head`` to a folder: f in timm's layout, ``introspection_config.json``, ``introspection.safetensors``.
 
-    The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin).
+    The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin, which runs
+    :func:`check_savable` first).
     """
     save_directory = Path(save_directory)
-    state = check_savable(head)
+    state = _introspection_state(head)
+    check_finite(state, "H and the fitted statistics")  # f is checked by save_backbone
     (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
     save_backbone(head.model, save_directory, head.label_names)
     introspection_config(head).to_file(save_directory / INTROSPECTION_CONFIG)

@@ -75,16 +75,17 @@ def run(
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = IntrospectiveHead.from_pretrained(out / "introspective")
-    metrics = evaluate(head, test, batch_size=256, workers=workers)
-    head.metrics = {test.split: metrics}
-    result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test),
-                              "metrics": metrics}
-    if holdout and PartialState().is_main_process:
+    result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test)}
+    if not holdout:  # f and H only (every process takes part)
+        result["metrics"] = evaluate(head, test, batch_size=256, workers=workers)
+        head.metrics = {test.split: result["metrics"]}
+    elif PartialState().is_main_process:  # f, f+TS and H, the clean test set scored once, with the corrupted sets
         clean, labels = test.arrays()
         subset = np.sort(np.random.default_rng(seed).permutation(len(labels))[:corruption_images])
         bench = corruption_benchmark(head, clean[subset], labels[subset], calibration_images(head).arrays(),
                                      corruptions, seed=seed, frost_dir=frost_dir, clean_eval=(clean, labels))
         result["robustness"] = bench
+        result["metrics"] = bench["clean"]
         result["table"] = summary_table(bench)
         head.metrics = {"clean": bench["clean"]}
         if corruptions:

@@ -14,40 +14,46 @@ severity 5); :mod:`timm_introspect.plots` draws it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from timm.data import resolve_model_data_config
 from tqdm.auto import tqdm
 
+from .augment import BatchAugment
 from .data import LabeledImages, load_images
 from .errors import DataError, InvalidArgumentError
 from .head import IntrospectiveHead
 from .metrics import classification_metrics, fit_temperature
 
-__all__ = ["MODELS", "calibration_images", "corruption_benchmark", "predict_arrays", "summary_table"]
+__all__ = ["MODELS", "calibration_images", "corruption_benchmark", "normalized_batches", "predict_arrays",
+           "summary_table"]
 
 MODELS = ("f", "f+TS", "H")
 _KEYS = ("accuracy", "ece", "mce", "nll", "brier")
+
+
+def normalized_batches(model: torch.nn.Module, images: np.ndarray, batch_size: int = 500) -> Iterator[torch.Tensor]:
+    """uint8 images ``(n, H, W, 3)`` at the model's size as its input: ``(B, 3, H, W)`` with its mean and std."""
+    cfg = resolve_model_data_config(model)
+    if tuple(cfg["input_size"][1:]) != tuple(images.shape[1:3]):
+        raise InvalidArgumentError(
+            f"the model expects {tuple(cfg['input_size'])} inputs; these images are {tuple(images.shape[1:3])}: "
+            "use a model made for them (e.g. a CIFAR-stem architecture such as resnet18_cifar for 32 px)")
+    augment = BatchAugment(cfg["mean"], cfg["std"]).eval()
+    for i in range(0, len(images), batch_size):
+        yield augment(torch.from_numpy(images[i : i + batch_size]).permute(0, 3, 1, 2))
 
 
 @torch.no_grad()
 def predict_arrays(head: IntrospectiveHead, images: np.ndarray,
                    batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """f's and H's logits for uint8 images ``(n, H, W, 3)`` at the model's size, with its mean and std."""
-    cfg = resolve_model_data_config(head.model)
-    if tuple(cfg["input_size"][1:]) != tuple(images.shape[1:3]):
-        raise InvalidArgumentError(
-            f"the model expects {tuple(cfg['input_size'])} inputs; these images are {tuple(images.shape[1:3])}: "
-            "use a model made for them (e.g. a CIFAR-stem architecture such as resnet18_cifar for 32 px)")
-    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
     f_out, h_out = [], []
     head = head.eval()
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i : i + batch_size]).permute(0, 3, 1, 2).float().div(255)
-        out = head(((x - mean) / std).to(head.device))
+    for x in normalized_batches(head.model, images, batch_size):
+        out = head(x.to(head.device))
         f_out.append(out.base_logits.float().cpu())
         h_out.append(out.logits.float().cpu())
     return torch.cat(f_out), torch.cat(h_out)
