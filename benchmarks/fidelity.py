@@ -36,15 +36,24 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from timm_introspect import FactorScaler, FeatureScaler, MaxLogitMean, create_net, linear_weight_grad, loss_delta
+from timm_introspect import (
+    FactorScaler,
+    FeatureScaler,
+    MaxLogitMean,
+    StandardScaler,
+    create_net,
+    linear_weight_grad,
+    loss_delta,
+)
 from timm_introspect.cifar10c import CORRUPTIONS, corrupt
+from timm_introspect.cli import PRESETS
 from timm_introspect.data import load_images
 from timm_introspect.losses import parse_loss
 from timm_introspect.metrics import classification_metrics, fit_temperature
 from timm_introspect.pipeline import load_backbone, train_backbone
 from timm_introspect.plots import pyplot
 from timm_introspect.robustness import normalized_batches
-from timm_introspect.training import SCHEDULES, Schedule, make_accelerator, train_loop
+from timm_introspect.training import Schedule, make_accelerator, train_loop
 
 PAPER = dict(source="train", loss="mse-M", scale="maxabs", net="mlp", hidden=(300, 100), act="Sigmoid", drop=0.0,
              epochs=20, lr=0.1, wd=5e-3)
@@ -100,8 +109,9 @@ def backbone_for(seed: int, args, train) -> torch.nn.Module:
         if info.get("seed") != seed or info.get("holdout") != 0.1 or info.get("limit") is not None:
             raise SystemExit(f"{folder} was not trained with --seed {seed} and a 0.1 holdout of the full split")
         return load_backbone(folder)
-    return train_backbone(train, Path(args.out) / f"seed{seed}" / "backbone", "resnet10s_cifar", True,
-                          Schedule(**SCHEDULES["backbone-cpu"]), 256, seed, holdout=0.1, channels_last=True)
+    cpu = PRESETS["cpu"]  # the main job's recipe: architecture, schedule, batch size
+    return train_backbone(train, Path(args.out) / f"seed{seed}" / "backbone", cpu["model"], True,
+                          Schedule(**cpu["backbone"]), cpu["batch_size"], seed, holdout=0.1, channels_last=True)
 
 
 def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch.Tensor]:
@@ -153,8 +163,8 @@ def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, 
         scaler = FactorScaler({"fc": (num_classes, dim)}) if isinstance(x, dict) else FeatureScaler(x.shape[1])
         scaler.update(x)
     elif cfg["scale"] == "standard":
-        mean, std = x.mean(0), x.std(0).clamp_min(1e-12)
-        scaler = lambda t: (t - mean) / std  # noqa: E731
+        scaler = StandardScaler(x.shape[1])
+        scaler.update(x)
     else:
         scaler = lambda t: t  # noqa: E731
     kwargs = dict(hidden=cfg["hidden"], act_layer=cfg["act"])

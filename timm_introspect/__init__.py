@@ -6,12 +6,26 @@
 >>> head.fit(train_loader)             # target M and the [-1, 1] scale   # doctest: +SKIP
 >>> out = head(images)                 # out.logits (H), out.base_logits (f)   # doctest: +SKIP
 
-The public API: the head and its output; the H networks and their registry; the losses, features
-and statistics of the functional core; the metrics; CIFAR-stem timm models; the errors. The jobs
+The public API: the head and its output; active learning through f or H (:mod:`timm_introspect.active`);
+explanations (Grad-CAM and "why P, rather than Q?" maps,
+:mod:`timm_introspect.explain`); the H networks and their registry; the losses, features and statistics
+of the functional core; the metrics; CIFAR-stem timm models; the errors. The jobs
 (:mod:`timm_introspect.pipeline`), the feature cache (:mod:`.cache`), saving and loading
-(:mod:`.hub`) and CIFAR-10-C (:mod:`.cifar10c`) are imported from their modules.
+(:mod:`.hub`), CIFAR-10-C (:mod:`.cifar10c`) and OOD detection (:mod:`.ood`, the ``[ood]`` extra) are
+imported from their modules.
 """
 
+from .active import (
+    STRATEGIES,
+    ActiveConfig,
+    ActiveData,
+    LabeledPool,
+    Strategy,
+    create_strategy,
+    list_strategies,
+    load_active_data,
+    run_active_learning,
+)
 from .classifier import ClassifierLayer, find_classifiers
 from .errors import (
     CheckpointError,
@@ -22,12 +36,14 @@ from .errors import (
     InvalidArgumentError,
     MissingDependencyError,
     NoClassifierError,
+    NoSpatialMapError,
     NotFittedError,
     RunLockedError,
     UnknownLossError,
     UnknownNetError,
     UnsupportedClassifierError,
 )
+from .explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
 from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .head import IntrospectiveHead, IntrospectiveOutput
 from .losses import LOSSES, introspection_loss, loss_delta, parse_loss
@@ -37,17 +53,23 @@ from .mlp import IntrospectiveMLP
 from .models import CIFAR_ARCHS, create_model, use_cifar_stem
 from .reference import autograd_features
 from .registry import create_net, list_nets, register_net
-from .scaling import FactorScaler, FeatureScaler, scale_features
+from .scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler, scale_features
 from .stats import MaxLogitMean
 from .version import __version__
 
 __all__ = [
+    "ActiveConfig",
+    "ActiveData",
     "CIFAR_ARCHS",
     "LOSSES",
+    "STRATEGIES",
     "CheckpointError",
     "ClassifierLayer",
+    "ContrastiveTarget",
     "DataError",
     "DivergedError",
+    "Explainer",
+    "Explanation",
     "FactorScaler",
     "FactorizedMLP",
     "FeatureScaler",
@@ -57,12 +79,17 @@ __all__ = [
     "IntrospectiveMLP",
     "IntrospectiveOutput",
     "InvalidArgumentError",
+    "LabeledPool",
     "MaxLogitMean",
     "MissingDependencyError",
     "NoClassifierError",
+    "NoSpatialMapError",
     "NotFittedError",
     "RankOneMLP",
     "RunLockedError",
+    "Strategy",
+    "SCALINGS",
+    "StandardScaler",
     "UnknownLossError",
     "UnknownNetError",
     "UnsupportedClassifierError",
@@ -72,19 +99,25 @@ __all__ = [
     "brier_score",
     "calibration_errors",
     "classification_metrics",
+    "contrastive_cam",
     "conv1x1_weight_grad",
     "create_model",
     "create_net",
+    "create_strategy",
     "find_classifiers",
     "fit_temperature",
     "functional_weight_grad",
+    "grad_cam",
     "introspection_loss",
     "linear_weight_grad",
     "list_nets",
+    "list_strategies",
+    "load_active_data",
     "loss_delta",
     "nll",
     "parse_loss",
     "register_net",
+    "run_active_learning",
     "scale_features",
     "use_cifar_stem",
 ]

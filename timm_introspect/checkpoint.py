@@ -131,11 +131,12 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, sk
             "The files come from different models or versions: save the model again"
         )
     check_finite(state, what)
-    negative = [k for k, v in state.items()
-                if k.startswith("scaler.") and v.is_floating_point() and bool((v < 0).any())]
+    # max-abs scales, counts and sums of squares are never negative (a standardization's plain sums may be)
+    negative = [k for k, v in state.items() if k.startswith("scaler.") and not k.endswith(".sum")
+                and v.is_floating_point() and bool((v < 0).any())]
     if negative:
-        raise CheckpointError(f"{what} has negative [-1, 1] scales ({negative[:3]}): the file is damaged; nothing was "
-                              "loaded. Save the model again")
+        raise CheckpointError(f"{what} has negative feature scales or counts ({negative[:3]}): the file is damaged; "
+                              "nothing was loaded. Save the model again")
     module.load_state_dict(state, strict=skip_prefix is None)
 
 

@@ -5,6 +5,8 @@
     timm-introspect fit --backbone runs/f --data uoft-cs/cifar10 --loss mse-M --out runs/introspective
     timm-introspect evaluate --model runs/introspective --data uoft-cs/cifar10 --split test
     timm-introspect cifar10c --data uoft-cs/cifar10 --frost-dir frost/ --out CIFAR-10-C
+    timm-introspect ood --model runs/introspective --ood ../shared/data/ood/dtd gaussian uniform cifar10c
+    timm-introspect explain --model runs/introspective --images cat.png --contrast all --out maps/
 
 Every command runs under ``accelerate launch`` / ``torchrun`` as well (several GPUs or processes).
 """
@@ -26,7 +28,7 @@ from .training import SCHEDULES, Schedule
 #: paper's recipe (Appendix C.1).
 PRESETS = {
     "cpu": dict(model="resnet10s_cifar", cifar_stem=True, train_limit=None, test_limit=None, batch_size=256,
-                holdout=0.1, channels_last=True, corruption_images=1000,
+                holdout=0.1, channels_last=True, corruption_images=1000, scale="standard",
                 backbone=SCHEDULES["backbone-cpu"], head=SCHEDULES["head-cpu"]),
     "quick": dict(model="resnet18", cifar_stem=True, train_limit=4000, test_limit=2000, batch_size=64,
                   backbone=dict(SCHEDULES["backbone-fast"], epochs=4), head=dict(SCHEDULES["head-fast"], epochs=20)),
@@ -70,6 +72,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=None)
     p.add_argument("--workers", type=_non_negative, default=0, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="only these classes (indices or names), relabeled 0..k-1 (CIFAR-6/4: --classes 0 1 2 3 4 5)")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -87,6 +91,9 @@ def _net_arg(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--net", choices=list_nets(), default="mlp",
                    help="H: the paper's MLP on r_x, or an H on r_x's factors (delta, h) that never materializes it")
+    p.add_argument("--scale", choices=["maxabs", "standard", "none"], default=None,
+                   help="feature scaling before H: the paper's per-dimension [-1, 1] (maxabs), standardization, or "
+                        "none (default: the preset's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +151,103 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, default=None, help="only this many test images (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    _active_parser(sub)
+    _explain_parser(sub)
+    p = sub.add_parser("ood", help="OOD detection: every detector on f and H, vanilla and attacked; prints the table")
+    ood_arguments(p)
+    p.add_argument("--out", default=None, help="folder for table.md, results.json, sets/*.json (default: print only)")
+    p.add_argument("--plots", action="store_true", help="also write score histograms and ROC curves to --out")
     return parser
+
+
+def ood_arguments(p: argparse.ArgumentParser, ood_default: list[str] | None = None) -> None:
+    """The OOD job's arguments (``timm-introspect ood`` and ``benchmarks/ood.py``)."""
+    p.add_argument("--model", required=True, help="folder or Hub repo of an introspective model")
+    p.add_argument("--ood", nargs="+", required=ood_default is None, default=ood_default,
+                   help="OOD sets: gaussian, uniform, cifar10c (severity 5), open-set (the classes a class-subset "
+                        "model was not trained on), or a dataset folder / Hub id (e.g. ../shared/data/ood/dtd)")
+    p.add_argument("--data", default=None, help="ID dataset (default: the one the model records)")
+    p.add_argument("--split", default="test", help="ID test split")
+    p.add_argument("--train-split", default="train", help="the split the feature detectors are fitted on")
+    p.add_argument("--id-images", type=_positive, default=1000)
+    p.add_argument("--ood-images", type=_positive, default=1000, help="images per OOD set (at most)")
+    p.add_argument("--fit-images", type=_positive, default=10000, help="training images to fit detectors on")
+    p.add_argument("--conditions", nargs="+", choices=["vanilla", "attack-f", "attack-H"],
+                   default=["vanilla", "attack-f", "attack-H"])
+    p.add_argument("--quick", action="store_true", help="48 ID and 48 OOD images per set, 1,000 to fit: minutes")
+    p.add_argument("--ood-split", default="test", help="split of dataset OOD sets")
+    p.add_argument("--ood-image-column", default=None, help="image column of dataset OOD sets (default: found)")
+    p.add_argument("--ood-config", default=None, help="configuration of Hub OOD sets (e.g. cropped_digits for SVHN)")
+    p.add_argument("--frost-dir", default=None, help="frost overlays, to include frost in cifar10c")
+    p.add_argument("--k", type=_positive, default=50, help="KNN's neighbour")
+    p.add_argument("--batch-size", type=_positive, default=250)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def ood_job_kwargs(args: argparse.Namespace) -> dict:
+    """:func:`timm_introspect.ood.run_ood`'s keyword arguments from :func:`ood_arguments`' namespace."""
+    return dict(data=args.data, split=args.split, train_split=args.train_split, id_images=args.id_images,
+                ood_images=args.ood_images, fit_images=args.fit_images, conditions=args.conditions, quick=args.quick,
+                batch_size=args.batch_size, k=args.k, ood_split=args.ood_split, ood_image_column=args.ood_image_column,
+                ood_config=args.ood_config, frost_dir=args.frost_dir, seed=args.seed)
+
+
+def cmd_ood(args: argparse.Namespace) -> dict:
+    from .ood import run_ood
+
+    if args.plots and not args.out:
+        raise SystemExit("--plots needs --out (the folder the PNGs go to)")
+    result = run_ood(args.model, args.ood, out=args.out, plots=args.plots, **ood_job_kwargs(args))
+    print(result["table"])
+    if args.out:
+        print(f"written to {args.out}")
+    return result
+
+
+def _explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM and 'why P, rather than Q?' maps for image files, one PNG each")
+    p.add_argument("--model", required=True, help="folder (save_pretrained or train-backbone) or hf-hub:<repo>")
+    p.add_argument("--images", nargs="+", required=True, help="image files (PNG, JPEG)")
+    p.add_argument("--contrast", nargs="*", default=None,
+                   help="contrast classes Q: 'all', or class names / indices (default: each image's runner-up)")
+    p.add_argument("--target-layer", default=None, help="module path to explain at (default: the final feature map)")
+    p.add_argument("--method", choices=["auto", "closed-form", "autograd"], default="auto")
+    p.add_argument("--columns", type=_positive, default=6, help="panels per row of the grid")
+    p.add_argument("--out", required=True, help="folder for the PNG grids and explanations.json")
+
+
+def _active_parser(sub) -> None:
+    from .active.config import PROTOCOLS
+    from .active.strategies import list_strategies
+
+    p = sub.add_parser("active", help="active learning: query through f or through H (paper, Table 1)")
+    p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id or local folder (Parquet / images)")
+    p.add_argument("--image-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--strategy", choices=list_strategies(), required=True)
+    p.add_argument("--via", choices=["f", "H"], default="f", help="query through f or through H")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu",
+                   help="paper: ResNet-18, 100 + 1000 x 20 (GPU); cpu: resnet10s_cifar, 100 + 400 x 5; smoke")
+    p.add_argument("--seed", type=int, default=0, help="initial labels, training, dropout masks, the strategy's draws")
+    p.add_argument("--data-seed", type=int, default=0, help="the pool and test subsets and the Gaussian noise")
+    p.add_argument("--pool", type=_positive, default=None, help="pool: a seeded subset of this many training images")
+    p.add_argument("--test", type=_positive, default=None, help="a seeded subset of this many test images")
+    p.add_argument("--noise", choices=["all", "spread", "none"], default=None,
+                   help="Gaussian noise: all 5 severities per test image, one severity per image, or none")
+    p.add_argument("--initial", type=_positive, default=None, help="random labels before the first round")
+    p.add_argument("--query-size", type=_positive, default=None, help="images queried per round")
+    p.add_argument("--rounds", type=_non_negative, default=None, help="query rounds")
+    p.add_argument("--reset", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-initialize f every round (default, as the BADGE code) or continue from the last round")
+    p.add_argument("--model", default=None, help="timm architecture for 32 px input (default: the protocol's)")
+    p.add_argument("--epochs", type=_positive, default=None, help="f's epochs per round (at least --min-steps steps)")
+    p.add_argument("--min-steps", type=_non_negative, default=None)
+    p.add_argument("--batch-size", type=_positive, default=None)
+    p.add_argument("--mc-passes", type=_positive, default=None, help="BALD's Monte Carlo dropout passes")
+    p.add_argument("--scale", choices=["maxabs", "standard", "none"], default=None,
+                   help="r_x scaling before H (default: the paper's maxabs)")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    p.add_argument("--out", required=True)
 
 
 def _schedule(preset: dict, kind: str, args: argparse.Namespace) -> Schedule:
@@ -159,7 +262,8 @@ def _schedule(preset: dict, kind: str, args: argparse.Namespace) -> Schedule:
 
 
 def _load(args: argparse.Namespace, split: str, limit: int | None):
-    return load_images(args.data, split, args.image_column, args.label_column, limit=limit, seed=args.seed)
+    return load_images(args.data, split, args.image_column, args.label_column, limit=limit, seed=args.seed,
+                       classes=getattr(args, "classes", None))
 
 
 def cmd_train_backbone(args: argparse.Namespace) -> None:
@@ -188,6 +292,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
         mixed_precision=args.mixed_precision, workers=args.workers, net=args.net,
+        scale=args.scale or preset.get("scale", "maxabs"),
     )
 
 
@@ -233,6 +338,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         _load(args, "train", preset["train_limit"]), _load(args, args.test_split, preset["test_limit"]), args.out,
         preset["model"], preset["cifar_stem"], Schedule(**preset["backbone"]), Schedule(**preset["head"]),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, loss=args.loss, net=args.net,
+        scale=args.scale or preset.get("scale", "maxabs"),
         workers=args.workers, limit=preset["train_limit"], holdout=holdout, corruptions=corruptions,
         corruption_images=args.corruption_images or preset.get("corruption_images", 1000), frost_dir=args.frost_dir,
         channels_last=preset.get("channels_last", False),
@@ -280,10 +386,36 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
     return written
 
 
+def cmd_active(args: argparse.Namespace) -> dict:
+    from .active import history_table, run_active
+
+    result = run_active(
+        args.data, args.out, args.strategy, args.via, protocol=args.protocol, seed=args.seed, pool=args.pool,
+        test=args.test, noise=args.noise, data_seed=args.data_seed, image_column=args.image_column,
+        label_column=args.label_column, initial=args.initial, query_size=args.query_size, rounds=args.rounds,
+        reset=args.reset, model=args.model, epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
+        mc_passes=args.mc_passes, mixed_precision=args.mixed_precision, scale=args.scale,
+    )
+    print(history_table(result))
+    print(f"rounds: {Path(args.out) / 'rounds'}   result: {Path(args.out) / 'result.json'}")
+    return result
+
+
+def cmd_explain(args: argparse.Namespace) -> list[Path]:
+    from .explain.job import explain_images
+
+    written = explain_images(args.model, args.images, args.out, contrast=args.contrast,
+                             target_layer=args.target_layer, method=args.method, columns=args.columns)
+    for path in written:
+        print(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run,
-               "cifar10c": cmd_cifar10c}[args.command]
+               "cifar10c": cmd_cifar10c, "active": cmd_active,
+               "explain": cmd_explain, "ood": cmd_ood}[args.command]
     try:
         command(args)
     except IntrospectionError as err:  # says what to do: show it without a traceback

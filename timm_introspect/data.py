@@ -10,7 +10,7 @@ are converted to the model's channels (grayscale -> RGB by repetition: ``PIL.Ima
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ class LabeledImages:
     label_names: list[str] | None
     source: str
     split: str
+    #: the class subset this was loaded with (``load_images(classes=...)``): original class indices, or ``None``
+    classes: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -76,9 +78,9 @@ class LabeledImages:
         parts = self.dataset.train_test_split(test_size=fraction, seed=seed, shuffle=True)
         return (
             LabeledImages(parts["train"], self.image_column, self.label_column, self.label_names, self.source,
-                          f"{self.split} (without {fraction:g} held out, seed {seed})"),
+                          f"{self.split} (without {fraction:g} held out, seed {seed})", self.classes),
             LabeledImages(parts["test"], self.image_column, self.label_column, self.label_names, self.source,
-                          f"{self.split} (held out {fraction:g}, seed {seed})"),
+                          f"{self.split} (held out {fraction:g}, seed {seed})", self.classes),
         )
 
     def check_training_labels(self) -> None:
@@ -151,6 +153,7 @@ def load_images(
     label_column: str | None = None,
     limit: int | None = None,
     seed: int = 0,
+    classes: Sequence[int | str] | None = None,
 ) -> LabeledImages:
     """Load one split of an image classification dataset.
 
@@ -160,6 +163,8 @@ def load_images(
         image_column, label_column: column names; found from the features when not given.
         limit: keep a random subset of this many rows (seeded; CIFAR files are sorted by class).
         seed: seed of that subset.
+        classes: keep only these classes (indices or names, e.g. CIFAR-6/4's first six), relabeled 0..k-1 in
+            the order given, with their names; applied before ``limit``.
     """
     try:  # a Hub id or a local folder: datasets tells them apart
         ds = datasets.load_dataset(str(source), split=split)
@@ -190,9 +195,42 @@ def load_images(
         isinstance(feature, datasets.Value) and feature.dtype.startswith("int")
     ):
         raise DataError(f"label column {label_column!r} of {source} holds {feature}, not class indices")
+    subset = None
+    if classes is not None:
+        ds, label_names, subset = _select_classes(ds, label_column, label_names, classes, f"{source} [{split}]")
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
-    return LabeledImages(ds, image_column, label_column, label_names, str(source), split)
+    return LabeledImages(ds, image_column, label_column, label_names, str(source), split, subset)
+
+
+def _select_classes(ds: datasets.Dataset, label_column: str, label_names: list[str] | None,
+                    classes: Sequence[int | str], where: str) -> tuple[datasets.Dataset, list[str] | None, tuple]:
+    """Rows of the given classes (indices, names, or digit strings), relabeled 0..k-1 in the order given."""
+    indices = []
+    for c in classes:
+        if isinstance(c, str) and not c.strip().isdigit():
+            if not label_names or c not in label_names:
+                raise DataError(f"{where} has no class named {c!r}"
+                                + (f"; its classes are {label_names}" if label_names else ": pass class indices"))
+            indices.append(label_names.index(c))
+        else:
+            indices.append(int(c))
+    num = len(label_names) if label_names else None
+    bad = [i for i in indices if i < 0 or (num is not None and i >= num)]
+    if bad or not indices or len(set(indices)) != len(indices):
+        raise DataError(f"classes must be distinct class indices of {where}"
+                        + (f" (0..{num - 1})" if num else "") + f"; got {list(classes)}")
+    labels = np.asarray(ds[label_column])
+    ds = ds.select(np.flatnonzero(np.isin(labels, indices)))
+    if not len(ds):
+        raise DataError(f"{where} has no images of the classes {list(classes)}")
+    mapping = {old: new for new, old in enumerate(indices)}
+    names = [label_names[i] for i in indices] if label_names else None
+    features = ds.features.copy()
+    features[label_column] = datasets.ClassLabel(names=names) if names else datasets.Value("int64")
+    ds = ds.map(lambda ys: {label_column: [mapping[y] for y in ys]}, input_columns=label_column, batched=True,
+                features=features, desc="select classes")
+    return ds, names, tuple(indices)
 
 
 def make_transform(model: nn.Module, train: bool,

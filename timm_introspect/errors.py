@@ -20,6 +20,7 @@ __all__ = [
     "MissingDependencyError",
     "RunLockedError",
     "DivergedError",
+    "NoSpatialMapError",
 ]
 
 
@@ -73,3 +74,7 @@ class RunLockedError(IntrospectionError, RuntimeError):
 
 class DivergedError(IntrospectionError, RuntimeError):
     """Training produced a non-finite loss; the step that diverged is named and nothing of it was saved."""
+
+
+class NoSpatialMapError(IntrospectionError, ValueError):
+    """A layer gives no spatial map to explain with (pooled features, a 1x1 map, tokens without a patch grid)."""

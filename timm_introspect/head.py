@@ -20,7 +20,7 @@ from .hub_mixin import IntrospectiveHubMixin
 from .losses import loss_delta, parse_loss
 from .mlp import IntrospectiveMLP
 from .registry import create_net
-from .scaling import FactorScaler, FeatureScaler
+from .scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler
 from .stats import MaxLogitMean
 
 __all__ = ["IntrospectiveHead", "IntrospectiveOutput"]
@@ -68,7 +68,11 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         introspective_net: H: a module, or the name of a registered one (:func:`timm_introspect.list_nets`,
             e.g. ``"factorized"``) sized for this model; by default :class:`IntrospectiveMLP`.
         hidden: hidden widths of the default H.
-        scale: scale features to [-1, 1] with a :class:`FeatureScaler` fitted by :meth:`fit`.
+        scale: how :meth:`fit` scales the features before H: ``"maxabs"`` (or ``True``, the paper's) divides
+            every dimension by its largest absolute value on the training data and clamps to [-1, 1]
+            (:class:`FeatureScaler`; :class:`FactorScaler` for an H on factors), ``"standard"`` standardizes
+            every dimension (:class:`StandardScaler`, materialized features only), ``"none"`` (or ``False``)
+            passes raw r_x.
         label_names: class names (default: the model's ``pretrained_cfg["label_names"]``).
     """
 
@@ -79,7 +83,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         target: float | str = 1.0,
         introspective_net: nn.Module | str | None = None,
         hidden: Sequence[int] = (300, 100),
-        scale: bool = True,
+        scale: bool | str = True,
         label_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
@@ -104,8 +108,18 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         elif isinstance(introspective_net, str):  # a registered name: sized for this model's classifier(s)
             introspective_net = create_net(introspective_net, list(self.feature_shapes.values()), self.num_classes)
         self.introspective_net = introspective_net
-        if not scale:
+        scaling = {True: "maxabs", False: "none"}.get(scale, scale) if isinstance(scale, bool) else scale
+        if scaling not in SCALINGS:
+            raise ValueError(f"scale must be one of {', '.join(SCALINGS)} (or True / False), got {scale!r}")
+        self.scaling: str = scaling
+        if scaling == "none":
             self.scaler = nn.Identity()
+        elif scaling == "standard":
+            if self.takes_factors:
+                raise ValueError(
+                    "scale='standard' standardizes materialized r_x; an H on factors (delta, h) never sees r_x: use "
+                    "scale='maxabs' (each factor scaled to [-1, 1]) or scale='none' with this H")
+            self.scaler = StandardScaler(self.num_features)
         elif self.takes_factors:
             self.scaler = FactorScaler({c.name: tuple(c.weight.shape[:2]) for c in self.classifiers})
         else:
@@ -249,12 +263,12 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
 
     @property
     def scaled(self) -> bool:
-        """Whether r_x (or its factors) is scaled to [-1, 1] before H."""
+        """Whether r_x (or its factors) is scaled before H (:attr:`scaling` says how)."""
         return not isinstance(self.scaler, nn.Identity)
 
     @torch.no_grad()
     def fit(self, data: Iterable[Any], max_batches: int | None = None, progress: bool = True) -> IntrospectiveHead:
-        """Estimate target M (for "-M" losses) and the [-1, 1] scale on training data.
+        """Estimate target M (for "-M" losses) and the feature scale (``scale=``) on training data.
 
         The statistics are those of :mod:`timm_introspect.stats` (the training pipeline uses the same):
         exact, independent of batching, and reduced across processes when ``torch.distributed`` is

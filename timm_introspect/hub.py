@@ -56,7 +56,8 @@ class IntrospectionConfig:
     num_classes: int
     num_features: int
     classifiers: list[dict[str, Any]]
-    scale: bool = True
+    #: the feature scaling: "maxabs" | "standard" | "none" (older files: true = "maxabs", false = "none")
+    scale: bool | str = True
     introspective_net: dict[str, Any] = field(default_factory=dict)
     label_names: list[str] | None = None
     dataset: str | None = None
@@ -184,7 +185,7 @@ def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
     return IntrospectionConfig(
         loss=head.loss, target=head.target, num_classes=head.num_classes, num_features=head.num_features,
         classifiers=[{"name": c.name, "kind": c.kind, "shape": list(c.weight.shape)} for c in head.classifiers],
-        scale=head.scaled, introspective_net=net_config(head.introspective_net), label_names=head.label_names,
+        scale=head.scaling, introspective_net=net_config(head.introspective_net), label_names=head.label_names,
         dataset=head.dataset, metrics=head.metrics, calibration=head.calibration, timm_introspect_version=__version__,
         timm_version=timm.__version__,
     )

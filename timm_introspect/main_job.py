@@ -43,6 +43,7 @@ def run(
     corruption_images: int = 1000,
     frost_dir: str | None = None,
     channels_last: bool = False,
+    scale: bool | str = True,
 ) -> dict[str, Any]:
     """The main job: train f (without a held-out split), fit H on f's training images, evaluate f, f with
     temperature scaling (T fitted on the held-out images) and H on ``test`` and on CIFAR-10-C.
@@ -71,7 +72,7 @@ def run(
     t0 = time.perf_counter()
     f_train = train.split_holdout(holdout, seed)[0] if holdout else train
     fit_head(backbone, f_train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
-             seed=seed, workers=workers, net=net, calibration=holdout_record(out / "backbone"))
+             seed=seed, workers=workers, net=net, calibration=holdout_record(out / "backbone"), scale=scale)
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     head = IntrospectiveHead.from_pretrained(out / "introspective")

@@ -114,6 +114,8 @@ def train_backbone(
     info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": source_split,
             "images": len(train), "limit": limit, "seed": seed, "holdout": holdout, "batch_size": batch_size,
             "tensor_augment": augment is not None, "channels_last": channels_last, "model_kwargs": model_kwargs}
+    if train.classes is not None:  # a class subset (e.g. CIFAR-6/4), to rebuild the held-out split
+        info["classes"] = list(train.classes)
     model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step,
                        signature={k: v for k, v in info.items() if k != "images"})
     model = model.eval().to(memory_format=torch.contiguous_format)
@@ -175,11 +177,13 @@ def fit_head(
     on_step: Callable[[int, int], None] | None = None,
     net: str = "mlp",
     calibration: dict[str, Any] | None = None,
+    scale: bool | str = True,
 ) -> IntrospectiveHead:
     """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir``.
 
     f is frozen. r_x is extracted once (cached in ``cache_dir``, default ``<out_dir>/feature-cache``),
-    M and the [-1, 1] scale are estimated on it, and H is trained with :func:`train_loop` (resumable).
+    M and the feature scale (``scale``: ``"maxabs"``, the paper's [-1, 1], ``"standard"`` or ``"none"``; see
+    :class:`IntrospectiveHead`) are estimated on it, and H is trained with :func:`train_loop` (resumable).
     ``net`` is a registered H (:func:`timm_introspect.list_nets`): the paper's MLP (``"mlp"``), or an H on
     the factors (delta, h) of r_x, which are then what is cached and scaled (r_x is never materialized).
     ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
@@ -188,7 +192,8 @@ def fit_head(
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
-    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names, introspective_net=net)
+    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names, introspective_net=net,
+                                 scale=scale)
     train.check_labels(head.num_classes)
     train.check_names((backbone.pretrained_cfg or {}).get("label_names"))
     features, labels, cache_folder = extract_features(
@@ -206,8 +211,8 @@ def fit_head(
         inputs = {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(names)} if names else x[0]
         return F.cross_entropy(model(inputs), y)
 
-    signature = {"features": cache_folder.name, "loss": head.loss, "batch_size": batch_size, "seed": seed,
-                 "introspective_net": net_config(head.introspective_net)}
+    signature = {"features": cache_folder.name, "loss": head.loss, "scale": head.scaling, "batch_size": batch_size,
+                 "seed": seed, "introspective_net": net_config(head.introspective_net)}
     trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
                          "H", on_step, signature=signature)
     head.introspective_net = trained.to("cpu")
@@ -256,7 +261,8 @@ def holdout_record(backbone_dir: str | Path) -> dict[str, Any] | None:
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if not info.get("holdout"):
         return None
-    return {k: info.get(k) for k in ("data", "split", "limit", "seed", "holdout")}
+    record = {k: info.get(k) for k in ("data", "split", "limit", "seed", "holdout")}
+    return {**record, "classes": info["classes"]} if info.get("classes") is not None else record
 
 
 def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, limit: int | None,
@@ -273,11 +279,12 @@ def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, l
     info = json.loads(info_path.read_text())
     if not info.get("holdout"):
         raise DataError(f"{backbone_dir} was trained on all its images: train it with --holdout to use --use-holdout")
-    ours = {"data": train.source, "split": split, "limit": limit, "seed": seed}
+    ours = {"data": train.source, "split": split, "limit": limit, "seed": seed,
+            "classes": list(train.classes) if train.classes is not None else None}
     theirs = {k: info.get(k) for k in ours}
     if ours != theirs:
         raise DataError(
             f"--use-holdout must rebuild f's split exactly: f was trained with {theirs}, this fit uses {ours}; "
-            "pass the same --data, --train-split, --train-limit and --seed"
+            "pass the same --data, --train-split, --train-limit, --classes and --seed"
         )
     return train.split_holdout(info["holdout"], info["seed"])[1]

@@ -72,7 +72,8 @@ def calibration_images(head: IntrospectiveHead) -> LabeledImages:
             "this model records no held-out images for temperature scaling: train f with a held-out split "
             "(`train-backbone --holdout 0.1`, or `run --preset cpu`) and fit H on f's training images; T must "
             "never see an image f or H trained on")
-    images = load_images(record["data"], record["split"], limit=record.get("limit"), seed=record["seed"])
+    images = load_images(record["data"], record["split"], limit=record.get("limit"), seed=record["seed"],
+                         classes=record.get("classes"))
     return images.split_holdout(record["holdout"], record["seed"])[1]
 
 

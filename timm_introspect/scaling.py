@@ -1,8 +1,11 @@
-"""Scaling introspective features to [-1, 1].
+"""Scaling introspective features before H.
 
-The paper scales r_x "between [-1, 1]" before H. Here every feature dimension is divided by its
-largest absolute value over the training set and clamped, so unseen (e.g. corrupted) inputs stay in
-range. The scale is a buffer: it is saved and loaded with the model.
+The paper scales r_x "between [-1, 1]" before H (:class:`FeatureScaler`, :class:`FactorScaler`): every
+feature dimension is divided by its largest absolute value over the training set and clamped, so unseen
+(e.g. corrupted) inputs stay in range. :class:`StandardScaler` standardizes every dimension instead (mean 0,
+standard deviation 1 over the training set), which the fidelity study (``benchmarks/results/fidelity.md``)
+found to cost H no accuracy where max-abs scaling does. The statistics are buffers: saved and loaded with
+the model.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from torch import nn
 
 from .errors import DataError, NotFittedError
 from .features import Factors
-from .stats import sync_max
+from .stats import sync_max, sync_sum
 
-__all__ = ["FactorScaler", "FeatureScaler", "scale_features"]
+__all__ = ["SCALINGS", "FactorScaler", "FeatureScaler", "StandardScaler", "scale_features"]
+
+#: The feature scalings an :class:`~timm_introspect.IntrospectiveHead` takes (``scale=``).
+SCALINGS = ("maxabs", "standard", "none")
 
 
 def scale_features(features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -146,3 +152,69 @@ class FactorScaler(_Fitted):
         self._check_fitted("factor")
         return {name: tuple(scale_features(f, s) for f, s in zip(factors[name], self._scales(i), strict=False))
                 for i, name in enumerate(self.names)}
+
+
+class StandardScaler(_Fitted):
+    """Per-dimension standardization of flat features ``(B, F)``: ``(x - mean) / std`` over the training set.
+
+    Fitted like :class:`FeatureScaler` (:meth:`reset`, :meth:`update` on every training batch, :meth:`sync`
+    across processes). Sums are kept in float64; the standard deviation is the population one, and
+    dimensions that never vary in training (std 0) are only centred. No clamping: corrupted inputs may
+    leave the training range.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("sum", torch.zeros(num_features, dtype=torch.float64))
+        self.register_buffer("sum_sq", torch.zeros(num_features, dtype=torch.float64))
+        self._moments: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _statistics(self) -> list[torch.Tensor]:
+        return []  # summed, not max-reduced: see sync()
+
+    def reset(self) -> None:
+        for buffer in (self.count, self.sum, self.sum_sq):
+            buffer.zero_()
+        self._moments = None
+        self._mark(False)
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor) -> None:
+        """Fold a batch of training features ``(B, F)`` into the running sums."""
+        _check_finite(features)
+        x = features.detach().to(torch.float64)
+        self.count += x.shape[0]
+        self.sum += x.sum(0).to(self.sum)
+        self.sum_sq += x.square().sum(0).to(self.sum_sq)
+        self._moments = None
+        self._mark(True)
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Sum the statistics over processes (when ``torch.distributed`` is initialized)."""
+        for buffer in (self.count, self.sum, self.sum_sq):
+            sync_sum(buffer)
+        self._moments = None
+        super().sync()
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` over the training features, float64."""
+        self._check_fitted("standardization")
+        if self._moments is None or self._moments[0].device != self.sum.device:
+            mean = self.sum / self.count
+            var = (self.sum_sq / self.count - mean.square()).clamp_min(0)
+            std = var.sqrt()
+            self._moments = (mean, torch.where(std > 0, std, torch.ones_like(std)))
+        return self._moments
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._moments = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mean, std = self.moments()
+        return ((features - mean.to(features.dtype)) / std.to(features.dtype))
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.sum.numel()}"

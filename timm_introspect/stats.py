@@ -2,7 +2,8 @@
 
 * :class:`MaxLogitMean`: the target M of the "-M" losses, the mean over the training set of f's
   maximum logit (paper, Appendix C.4.1).
-* The [-1, 1] scalers (:mod:`timm_introspect.scaling`): a running max of absolute values.
+* The scalers (:mod:`timm_introspect.scaling`): a running max of absolute values (exact), or float64 sums
+  for standardization.
 
 ``update`` folds in a batch; ``sync`` reduces across processes when ``torch.distributed`` is
 initialized (each process having seen its own shard), ``compute`` gives the result. Both are exact
@@ -20,7 +21,7 @@ import torch.distributed as dist
 
 from .errors import DataError
 
-__all__ = ["MaxLogitMean", "distributed_world", "sync_max"]
+__all__ = ["MaxLogitMean", "distributed_world", "sync_max", "sync_sum"]
 
 
 def distributed_world() -> int:
@@ -32,6 +33,12 @@ def sync_max(tensor: torch.Tensor) -> None:
     """In place: the elementwise max of ``tensor`` over all processes (nothing with one process)."""
     if distributed_world() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+
+
+def sync_sum(tensor: torch.Tensor) -> None:
+    """In place: the elementwise sum of ``tensor`` over all processes (nothing with one process)."""
+    if distributed_world() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
 def _gather_1d(values: torch.Tensor) -> torch.Tensor:

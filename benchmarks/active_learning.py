@@ -1,0 +1,282 @@
+"""Active learning through f and through H: the paper's Table 1 (Section 6, Appendix C.8) with this package's code.
+
+For every seed and query strategy (random, entropy, least confidence, margin, BALD, BADGE), one run queries
+through f and one through H (random reads neither: one run serves both rows). Each run is
+``timm_introspect.active.run_active_learning``: every round trains f, fits H on the labeled set, scores f and H
+on the clean test images and on CIFAR-10-C Gaussian noise, and queries. Table 1's "Feed-Forward" row is f's
+accuracy when querying through f, "Introspective" is H's accuracy when querying through H; the mean over rounds
+is averaged over seeds (± the standard deviation over seeds).
+
+    # the CPU protocol (resnet10s_cifar, 100 + 400 x 5 rounds; about half an hour on 2 cores)
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/active_learning.py --data ../shared/data/cifar10 \\
+        --protocol cpu --seeds 0 1 --jobs 2 --out runs/active-cpu
+    # the paper's protocol (CIFAR-stem ResNet-18, 100 + 1000 x 20 rounds), for a GPU
+    python benchmarks/active_learning.py --data uoft-cs/cifar10 --protocol paper --seeds 0 1 2 --out runs/active-paper
+
+Runs go to ``<out>/<strategy>-<via>-seed<k>/`` (every round checkpointed: a killed benchmark started again resumes
+each run where it stopped); the table, the curves and the numbers to ``--results`` (default benchmarks/results):
+``active_learning_<protocol>.md``, ``.png`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from timm_introspect.active import PROTOCOLS, STRATEGIES, ActiveData, load_active_data, protocol_config
+from timm_introspect.plots import pyplot
+
+LABELS = {"random": "Random", "entropy": "Entropy", "least_confidence": "Least confidence", "margin": "Margin",
+          "bald": "BALD", "badge": "BADGE"}
+SETS = {"clean": "Original test set", "gaussian_noise": "Gaussian noise"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="uoft-cs/cifar10")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 with --jobs > 1)")
+    p.add_argument("--data-seed", type=int, default=0, help="the pool and test subsets and the Gaussian noise")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--query-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--reset", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-initialize f every round (the protocols' default, as the BADGE code) or continue")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None, help="training on a GPU")
+    p.add_argument("--scale", choices=["maxabs", "standard", "none"], default=None,
+                   help="r_x scaling before H (default: the paper's maxabs)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    return p.parse_args(argv)
+
+
+def overrides(args) -> dict:
+    return {k: v for k, v in dict(rounds=args.rounds, query_size=args.query_size, epochs=args.epochs,
+                                  reset=args.reset, mixed_precision=args.mixed_precision,
+                                  scale=args.scale).items() if v is not None}
+
+
+def prepare_data(args) -> Path:
+    """The pool and test sets, decoded and corrupted once, in ``<out>/data.safetensors`` (the runs read it)."""
+    out = Path(args.out)
+    spec = {"data": args.data, "data_seed": args.data_seed, **PROTOCOLS[args.protocol]["data"]}
+    path, spec_path = out / "data.safetensors", out / "data.json"
+    if path.is_file() and spec_path.is_file():
+        if json.loads(spec_path.read_text()) != spec:
+            raise SystemExit(f"{path} holds other data ({spec_path.read_text()}): use another --out")
+        return path
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_active_data(args.data, spec["pool"], spec["test"], spec["noise"], args.data_seed)
+    data.save(path)
+    spec_path.write_text(json.dumps(spec))
+    return path
+
+
+def run_one(data_path: str, config: dict, out_dir: str, threads: int | None) -> dict:
+    """One run in a worker process; its progress bars go to ``<run>/log.txt``."""
+    import torch
+
+    from timm_introspect.active import ActiveConfig, run_active_learning
+
+    if threads:
+        torch.set_num_threads(threads)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(Path(out_dir) / "log.txt", "a") as log:
+        stdout, stderr = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            result = run_active_learning(ActiveData.load(data_path), ActiveConfig(**config), out_dir)
+        finally:
+            sys.stdout, sys.stderr = stdout, stderr
+    seconds = sum(sum(r["seconds"].values()) for r in result["history"])
+    return {"config": config, "out": out_dir, "history": result["history"], "wall_s": time.perf_counter() - t0,
+            "run_s": seconds}
+
+
+def accuracies(run: dict, model: str, part: str) -> list[float]:
+    return [r["metrics"][part][model]["accuracy"] for r in run["history"]]
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """``{strategy: {via: {model: {set: {"per_seed": [...], "mean", "std", "curve_mean", "curve_std", "sizes"}}}}}``."""
+    table: dict = {}
+    for run in runs:
+        cfg = run["config"]
+        vias = ("f", "H") if cfg["strategy"] == "random" else (cfg["via"],)  # random's one run serves both
+        for via in vias:
+            for model in ("f", "H"):
+                for part in run["history"][0]["metrics"]:
+                    cell = table.setdefault(cfg["strategy"], {}).setdefault(via, {}).setdefault(model, {}).setdefault(
+                        part, {"per_seed": {}, "curves": {}})
+                    curve = accuracies(run, model, part)
+                    cell["per_seed"][cfg["seed"]] = float(np.mean(curve))
+                    cell["curves"][cfg["seed"]] = curve
+                    cell["sizes"] = [r["labeled_images"] for r in run["history"]]
+    for via_map in table.values():
+        for model_map in via_map.values():
+            for part_map in model_map.values():
+                for cell in part_map.values():
+                    values = list(cell["per_seed"].values())
+                    curves = np.array(list(cell["curves"].values()))
+                    cell.update(mean=float(np.mean(values)), std=float(np.std(values)), seeds=len(values),
+                                curve_mean=curves.mean(0).tolist(), curve_std=curves.std(0).tolist())
+    return table
+
+
+def fmt(cell: dict) -> str:
+    return f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+
+
+def table1(agg: dict) -> str:
+    """The paper's Table 1: f's accuracy querying through f vs H's accuracy querying through H."""
+    parts = [p for p in SETS if any(p in agg[s]["f"]["f"] for s in agg)]
+    lines = ["| Method | Architecture | " + " | ".join(SETS[p] for p in parts) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in parts) + " |"]
+    for s in (s for s in STRATEGIES if s in agg):
+        for via, name in (("f", "Feed-Forward"), ("H", "Introspective")):
+            if via in agg[s]:
+                lines.append(f"| {LABELS[s]} | {name} | " + " | ".join(fmt(agg[s][via][via][p]) for p in parts) + " |")
+    return "\n".join(lines)
+
+
+def full_table(agg: dict) -> str:
+    """Every combination: queried through f or H, accuracy of f or H."""
+    parts = [p for p in SETS if any(p in agg[s]["f"]["f"] for s in agg)]
+    lines = ["| strategy | queried via | accuracy of | " + " | ".join(SETS[p] for p in parts) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in parts) + " |"]
+    for s in (s for s in STRATEGIES if s in agg):
+        for via in agg[s]:
+            for model in ("f", "H"):
+                cells = " | ".join(fmt(agg[s][via][model][p]) for p in parts)
+                lines.append(f"| {LABELS[s]} | {via} | {model} | {cells} |")
+    return "\n".join(lines)
+
+
+def verdicts(agg: dict) -> list[str]:
+    """The issue's questions, answered from the numbers: H vs f per strategy, and best vs best."""
+    lines = []
+    both = [s for s in STRATEGIES if s in agg and {"f", "H"} <= set(agg[s])]
+    for s in both:
+        diffs = {}
+        for p in ("clean", "gaussian_noise"):
+            if p in agg[s]["f"]["f"]:
+                f_seeds, h_seeds = agg[s]["f"]["f"][p]["per_seed"], agg[s]["H"]["H"][p]["per_seed"]
+                per_seed = [h_seeds[k] - f_seeds[k] for k in f_seeds if k in h_seeds]
+                wins = sum(d > 0 for d in per_seed)
+                diffs[p] = f"{100 * np.mean(per_seed):+.2f} points (H better in {wins} of {len(per_seed)} seeds)"
+        lines.append(f"- {LABELS[s]}: H - f = " + "; ".join(f"{SETS[p].lower()} {d}" for p, d in diffs.items()))
+    for p in ("clean", "gaussian_noise"):
+        f_best = max(both, key=lambda s: agg[s]["f"]["f"][p]["mean"], default=None)
+        h_best = max(both, key=lambda s: agg[s]["H"]["H"][p]["mean"], default=None)
+        if f_best and p in agg[f_best]["f"]["f"]:
+            lines.append(f"- best on {SETS[p].lower()}: through f {LABELS[f_best]} {fmt(agg[f_best]['f']['f'][p])}, "
+                         f"through H {LABELS[h_best]} {fmt(agg[h_best]['H']['H'][p])}")
+    return lines
+
+
+def plot(agg: dict, path: Path) -> None:
+    plt = pyplot()
+    strategies = [s for s in STRATEGIES if s in agg]
+    parts = [p for p in SETS if p in agg[strategies[0]]["f"]["f"]]
+    fig, axes = plt.subplots(len(parts), len(strategies), figsize=(3.2 * len(strategies), 2.8 * len(parts)),
+                             squeeze=False, sharey="row")
+    styles = {("f", "f"): ("tab:red", "-", "f (query f)"), ("H", "H"): ("tab:blue", "-", "H (query H)"),
+              ("H", "f"): ("tab:red", ":", "f (query H)")}
+    for j, s in enumerate(strategies):
+        for i, p in enumerate(parts):
+            ax = axes[i][j]
+            for (via, model), (color, line, label) in styles.items():
+                if via in agg[s] and (s != "random" or via == model):
+                    cell = agg[s][via][model][p]
+                    mean, std = np.array(cell["curve_mean"]), np.array(cell["curve_std"])
+                    ax.plot(cell["sizes"], mean, line, color=color, marker="o", ms=3, label=label)
+                    ax.fill_between(cell["sizes"], mean - std, mean + std, color=color, alpha=0.15)
+            ax.set(title=f"{LABELS[s]}: {SETS[p].lower()}", xlabel="labeled images", ylabel="accuracy")
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)  # a strategy that has all three lines (random has two)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    pyplot()  # matplotlib is there before any work starts
+    if args.jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    threads = args.threads or (1 if args.jobs > 1 else None)
+    t0 = time.perf_counter()
+    data_path = prepare_data(args)
+    prep_s = time.perf_counter() - t0
+    configs = []
+    for seed in args.seeds:
+        for s in args.strategies:
+            for via in ("f",) if s == "random" else ("f", "H"):
+                cfg = protocol_config(args.protocol, strategy=s, via=via, seed=seed, **overrides(args))
+                configs.append(cfg.to_dict())
+    out = Path(args.out)
+    runs = []
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, str(data_path), c, str(out / f"{c['strategy']}-{c['via']}-seed{c['seed']}"),
+                               threads): c for c in configs}
+        for future in as_completed(futures):
+            run = future.result()
+            runs.append(run)
+            c = run["config"]
+            accs = {f"{p} {m}": np.mean(accuracies(run, m, p)) for p in run["history"][0]["metrics"] for m in "fH"}
+            print(f"[{len(runs)}/{len(configs)}] {c['strategy']} via {c['via']} seed {c['seed']}: mean accuracy "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()) + f" ({run['wall_s']:.0f} s)", flush=True)
+    total_s = time.perf_counter() - t0
+    agg = aggregate(runs)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    name = f"active_learning_{args.protocol}"
+    plot(agg, results / f"{name}.png")
+    config = protocol_config(args.protocol, strategy="entropy", **overrides(args)).to_dict()
+    spec = PROTOCOLS[args.protocol]["data"]
+    command = "python benchmarks/active_learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = [
+        f"# Active learning through f and through H ({args.protocol} protocol)", "",
+        f"Command: `{command}`", "",
+        f"- {len(runs)} runs ({len(args.seeds)} seeds: {args.seeds}), {args.jobs} in parallel; total "
+        f"{total_s / 60:.1f} min (data {prep_s:.0f} s); run times {min(r['wall_s'] for r in runs):.0f}-"
+        f"{max(r['wall_s'] for r in runs):.0f} s.",
+        f"- f: `{config['model']}`, dropout {config['drop_rate']} before the classifier, "
+        f"{'re-initialized' if config['reset'] else 'continued'} every round; {config['initial']} random labels + "
+        f"{config['query_size']} x {config['rounds']} rounds; schedule {config['schedule']}, at least "
+        f"{config['min_steps']} steps, batch {config['batch_size']}.",
+        f"- H: the paper's MLP {config['hidden']} with dropout {config['head_drop_rate']}, loss {config['loss']}, "
+        f"scaling {config['scale']}, "
+        f"fitted on the labeled set every round; schedule {config['head_schedule']}, at least "
+        f"{config['head_min_steps']} steps. BALD: {config['mc_passes']} Monte Carlo dropout passes.",
+        f"- Data: {args.data}; pool {spec['pool'] or 'all'} training images, {spec['test'] or 'all'} test images, "
+        f"Gaussian noise {spec['noise']} (data seed {args.data_seed}).", "",
+        "## Table 1: mean accuracy over rounds (mean ± std over seeds)", "",
+        "Feed-Forward: f's accuracy, querying through f. Introspective: H's accuracy, querying through H.", "",
+        table1(agg), "", *verdicts(agg), "",
+        "## Every combination (queried via x accuracy of)", "", full_table(agg), "",
+        f"![per-round accuracy]({name}.png)", "",
+    ]
+    (results / f"{name}.md").write_text("\n".join(report))
+    (results / f"{name}.json").write_text(json.dumps(
+        {"args": vars(args), "total_s": total_s, "aggregate": agg,
+         "runs": [{"config": r["config"], "wall_s": r["wall_s"],  # the queried indices stay in the run folders
+                   "history": [{k: v for k, v in h.items() if k != "queried"} for h in r["history"]]} for r in runs]},
+        indent=1))
+    print("\n".join(report))
+    return agg
+
+
+if __name__ == "__main__":
+    main()
