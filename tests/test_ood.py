@@ -189,9 +189,16 @@ def test_the_pass_matches_the_head_for_other_classifiers_and_nets(images, name, 
     assert (grad * v).sum().item() == pytest.approx(((plus - minus) / (2 * eps)).item(), rel=1e-4)
 
 
-def test_gradient_through_the_introspective_path_matches_finite_differences(head, arrays):
+@pytest.mark.parametrize("scale", ["as fitted", "standard"])
+def test_gradient_through_the_introspective_path_matches_finite_differences(head, arrays, scale):
     """The input gradient ODIN and the adaptive attack use: through H, the scaling, r_x = delta(z) h^T and f."""
     head64 = copy.deepcopy(head).double()
+    if scale == "standard":  # the main job's scaling: f and H's weights kept, the scale refitted
+        standard = IntrospectiveHead.wrap(head64.model, loss=head.loss, scale="standard",
+                                          introspective_net=head64.introspective_net).double()
+        standard.target_value.copy_(head64.target_value)
+        standard.scaler.update(standard.flat_features(Normalize(MEAN, STD)(_pixels(arrays[0][0][:64]).double()))[1])
+        head64 = standard
     x = Normalize(MEAN, STD)(_pixels(arrays[1][0][:3]).double())
     g = torch.Generator().manual_seed(0)
     v, w = torch.randn(x.shape, generator=g, dtype=x.dtype), torch.randn(3, 3, generator=g, dtype=x.dtype)

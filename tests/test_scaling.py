@@ -1,6 +1,7 @@
 """Feature scalings before H: the paper's max-abs [-1, 1], standardization, none."""
 
 import pytest
+import safetensors.torch
 import torch
 import torch.distributed as dist
 from helpers import timm_model
@@ -25,6 +26,27 @@ def test_standard_scaler_matches_the_batch_moments_and_is_batching_independent()
     assert std[2] == 1.0 and mean[2] == 5.0
 
 
+def test_a_constant_dimension_is_only_centred_even_when_its_square_does_not_cancel():
+    x = torch.randn(1000, 3, dtype=torch.float64)
+    x[:, 1] = 0.1
+    scaler = StandardScaler(3)
+    scaler.update(x)
+    _, std = scaler.moments()
+    assert std[1] == 1.0
+    probe = x[:2].clone()
+    probe[:, 1] = 0.1 * (1 + 1e-4)  # 0.01 % off the training constant stays small
+    assert scaler(probe)[:, 1].abs().max() < 1e-4
+
+
+def test_standard_scaler_keeps_its_sums_in_float64_through_dtype_casts():
+    scaler = StandardScaler(2)
+    scaler.update(torch.tensor([[70000.0, 1.0], [70002.0, 3.0]]))
+    expected = scaler(torch.tensor([[70001.0, 2.0]], dtype=torch.float64))
+    scaler.half()  # a head cast to float16 must not overflow its sums of squares (4.9e9)
+    assert scaler.sum_sq.dtype == torch.float64
+    torch.testing.assert_close(scaler(torch.tensor([[70001.0, 2.0]], dtype=torch.float64)), expected)
+
+
 def test_standard_scaler_must_be_fitted_and_refuses_non_finite_features():
     scaler = StandardScaler(3)
     with pytest.raises(NotFittedError, match="fit"):
@@ -41,7 +63,8 @@ def _shard_worker(rank: int, world: int, init: str, out: str) -> None:
         scaler.update(x[rank::world])  # each process sees its own shard
         scaler.sync()
         if rank == 0:
-            torch.save({"mean_std": scaler.moments(), "x": x}, out)
+            mean, std = scaler.moments()
+            safetensors.torch.save_file({"mean": mean, "std": std, "x": x}, out)
     finally:
         dist.destroy_process_group()
 
@@ -49,12 +72,12 @@ def _shard_worker(rank: int, world: int, init: str, out: str) -> None:
 def test_standard_scaler_sums_over_processes(tmp_path):
     import torch.multiprocessing as mp
 
-    out = tmp_path / "moments.pt"
+    out = tmp_path / "moments.safetensors"
     mp.spawn(_shard_worker, args=(2, f"file://{tmp_path / 'pg'}", str(out)), nprocs=2, join=True)
-    saved = torch.load(out)
+    saved = safetensors.torch.load_file(str(out))
     whole = StandardScaler(4)
     whole.update(saved["x"])
-    for synced, expected in zip(saved["mean_std"], whole.moments(), strict=True):
+    for synced, expected in zip((saved["mean"], saved["std"]), whole.moments(), strict=True):
         torch.testing.assert_close(synced, expected)
 
 

@@ -33,7 +33,7 @@ def _check_finite(features: torch.Tensor) -> None:
     bad = ~torch.isfinite(features.detach()).flatten(1).all(1)
     if bad.any():
         raise DataError(f"{int(bad.sum())} of {len(bad)} images give non-finite introspective features (NaN or inf): "
-                        "the [-1, 1] scale cannot be fitted; check those images (and f's weights)")
+                        "the feature scale cannot be fitted; check those images (and f's weights)")
 
 
 class _Fitted(nn.Module):
@@ -53,7 +53,7 @@ class _Fitted(nn.Module):
             self._fitted_cache = bool(self.fitted)
             if not self._fitted_cache:
                 raise NotFittedError(
-                    f"the [-1, 1] {what} scale is not fitted: call head.fit(train_loader) on the training data "
+                    f"the {what} scale is not fitted: call head.fit(train_loader) on the training data "
                     "first (or load a saved model)"
                 )
 
@@ -200,17 +200,30 @@ class StandardScaler(_Fitted):
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, std)`` over the training features, float64."""
-        self._check_fitted("standardization")
+        self._check_fitted("standardization (feature)")
         if self._moments is None or self._moments[0].device != self.sum.device:
             mean = self.sum / self.count
-            var = (self.sum_sq / self.count - mean.square()).clamp_min(0)
-            std = var.sqrt()
-            self._moments = (mean, torch.where(std > 0, std, torch.ones_like(std)))
+            second = self.sum_sq / self.count
+            var = (second - mean.square()).clamp_min(0)
+            # E[x^2] - mean^2 leaves a rounding remainder (about 1e-16 E[x^2]) for a constant dimension: below
+            # 1e-10 E[x^2] a dimension counts as constant and is only centred
+            constant = var <= 1e-10 * second
+            std = torch.where(constant, torch.ones_like(var), var.sqrt())
+            self._moments = (mean, std)
         return self._moments
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._moments = None
         super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse: bool = True):
+        # .half() / .float() / .to(dtype) move the sums but keep them float64 (float16 would overflow)
+        sums = {name: self._buffers[name] for name in ("count", "sum", "sum_sq")}
+        super()._apply(fn, recurse)
+        for name, value in sums.items():
+            self._buffers[name] = value.to(self._buffers[name].device)
+        self._moments = None
+        return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         mean, std = self.moments()

@@ -78,13 +78,13 @@ def pgd_attack(
     if eps < 0 or step_size < 0 or steps < 0:
         raise InvalidArgumentError(f"eps, step_size and steps must be >= 0; got {eps}, {step_size}, {steps}")
     sign = -1.0 if goal == "uniform" else 1.0
-    x0 = pixels.detach()
-    lower, upper = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
-    x = x0.clone()
-    if random_start and eps > 0:
-        noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
-        x = torch.minimum(torch.maximum(x0 + (2 * noise - 1) * eps, lower), upper)
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # also when called under torch.inference_mode()
+        x0 = pixels.detach().clone()
+        lower, upper = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+        x = x0.clone()
+        if random_start and eps > 0:
+            noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype, device="cpu").to(x0.device)
+            x = torch.minimum(torch.maximum(x0 + (2 * noise - 1) * eps, lower), upper)
         for _ in range(steps):
             x = x.detach().requires_grad_(True)
             loss = uniform_cross_entropy(model(normalize(x))).sum()

@@ -125,6 +125,9 @@ def open_set_images(source: str, split: str, known: Sequence[str], limit: int | 
     Returns the images and the names of those classes. Raises :class:`DataError` when the model knows
     every class of the dataset (train it on a subset: ``--classes``).
     """
+    if not known:
+        raise DataError("the model records no class names, so the open-set split cannot tell its classes from the "
+                        "unseen ones: save f and H with label names (train them on a dataset with class names)")
     names = load_images(source, split).label_names
     if not names:
         raise DataError(f"{source} has no class names: the open-set split needs them to find the unseen classes")

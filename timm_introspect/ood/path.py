@@ -1,4 +1,4 @@
-"""The introspective path x -> f -> r_x -> [-1, 1] scaling -> H, differentiable w.r.t. the input image.
+"""The introspective path x -> f -> r_x -> feature scaling -> H, differentiable w.r.t. the input image.
 
 :class:`~timm_introspect.IntrospectiveHead` computes r_x from a detached copy of f's activations: f is
 frozen and nothing upstream of the classifier needs a gradient, so its forward is not differentiable
