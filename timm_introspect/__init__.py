@@ -9,7 +9,8 @@
 The public API: the head and its output; active learning through f or H (:mod:`timm_introspect.active`);
 explanations (Grad-CAM and "why P, rather than Q?" maps,
 :mod:`timm_introspect.explain`); the H networks and their registry; the losses, features and statistics
-of the functional core; the metrics; CIFAR-stem timm models; the errors. The jobs
+of the functional core; the metrics; CIFAR-stem timm models; f from a folder, an ``hf-hub:`` id or a
+checkpoint (:func:`resolve_backbone`); the errors. The jobs
 (:mod:`timm_introspect.pipeline`), the feature cache (:mod:`.cache`), saving and loading
 (:mod:`.hub`), CIFAR-10-C (:mod:`.cifar10c`) and OOD detection (:mod:`.ood`, the ``[ood]`` extra) are
 imported from their modules.
@@ -26,6 +27,7 @@ from .active import (
     load_active_data,
     run_active_learning,
 )
+from .backbones import resolve_backbone
 from .classifier import ClassifierLayer, find_classifiers
 from .errors import (
     CheckpointError,
@@ -117,6 +119,7 @@ __all__ = [
     "nll",
     "parse_loss",
     "register_net",
+    "resolve_backbone",
     "run_active_learning",
     "scale_features",
     "use_cifar_stem",

@@ -3,6 +3,7 @@
     timm-introspect run --data ../shared/data/cifar10 --preset quick --out runs/quick
     timm-introspect train-backbone --data uoft-cs/cifar10 --model resnet18 --cifar-stem --out runs/f
     timm-introspect fit --backbone runs/f --data uoft-cs/cifar10 --loss mse-M --out runs/introspective
+    timm-introspect fit --backbone hf-hub:timm/resnet18.a1_in1k --data imagenet-folder/ --net factorized --out runs/in1k
     timm-introspect evaluate --model runs/introspective --data uoft-cs/cifar10 --split test
     timm-introspect cifar10c --data uoft-cs/cifar10 --frost-dir frost/ --out CIFAR-10-C
     timm-introspect ood --model runs/introspective --ood ../shared/data/ood/dtd gaussian uniform cifar10c
@@ -96,6 +97,14 @@ def _net_arg(p: argparse.ArgumentParser) -> None:
                         "none (default: the preset's)")
 
 
+def _backbone_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--backbone", required=required,
+                   help="f: a folder in timm's layout (train-backbone, save_for_hf), hf-hub:<repo> (a timm model on "
+                        "the Hub), or a timm architecture name with --checkpoint"
+                        + ("" if required else "; evaluates f alone (instead of --model)"))
+    p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name --backbone")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-introspect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit H on f's introspective features")
     _data_args(p)
     _train_args(p)
-    p.add_argument("--backbone", required=True, help="folder written by train-backbone")
+    _backbone_args(p, required=True)
     p.add_argument("--loss", default="mse-M", help="ce, mse, bce, l1, smooth_l1, nll, soft_margin; '-M' for target M")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: <out>/feature-cache)")
     p.add_argument("--use-holdout", action="store_true",
@@ -123,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy and calibration of f and H")
     _data_args(p)
-    p.add_argument("--model", required=True, help="folder or Hub repo of an introspective model")
+    p.add_argument("--model", default=None, help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
+    _backbone_args(p, required=False)
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=_positive, default=None)
     p.add_argument("--out", default=None, help="metrics JSON (default: <model folder>/metrics-<split>.json)")
@@ -281,15 +291,17 @@ def cmd_train_backbone(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from .pipeline import fit_head, heldout_images, load_backbone
+    from .backbones import resolve_backbone
+    from .pipeline import fit_head, heldout_images
 
     preset = PRESETS[args.preset]
+    backbone = resolve_backbone(args.backbone, args.checkpoint)  # before any data: a bad f fails at once
     limit = args.train_limit or preset["train_limit"]
     train = _load(args, args.train_split, limit)
     if args.use_holdout:
         train = heldout_images(args.backbone, train, args.train_split, limit, args.seed)
     fit_head(
-        load_backbone(args.backbone), train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
+        backbone, train, args.out, loss=args.loss, schedule=_schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
         mixed_precision=args.mixed_precision, workers=args.workers, net=args.net,
         scale=args.scale or preset.get("scale", "maxabs"),
@@ -299,14 +311,24 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
+    from .backbones import HF_HUB_PREFIX, resolve_backbone
     from .head import IntrospectiveHead
-    from .pipeline import evaluate
+    from .pipeline import evaluate, evaluate_backbone
 
+    if (args.model is None) == (args.backbone is None):
+        raise SystemExit("evaluate needs either --model (an introspective model) or --backbone (f alone)")
     accelerator = Accelerator()
-    head = IntrospectiveHead.from_pretrained(args.model)
-    images = _load(args, args.split, args.limit)
-    metrics = evaluate(head, images, batch_size=args.batch_size or 256, accelerator=accelerator, workers=args.workers)
-    default_out = Path(args.model) / f"metrics-{args.split}.json" if Path(args.model).is_dir() else None
+    if args.model is not None:
+        head = IntrospectiveHead.from_pretrained(args.model.removeprefix(HF_HUB_PREFIX))
+        images = _load(args, args.split, args.limit)
+        metrics = evaluate(head, images, batch_size=args.batch_size or 256, accelerator=accelerator,
+                           workers=args.workers)
+    else:
+        model = resolve_backbone(args.backbone, args.checkpoint)
+        metrics = evaluate_backbone(model, _load(args, args.split, args.limit), batch_size=args.batch_size or 256,
+                                    accelerator=accelerator, workers=args.workers)
+    where = args.model or args.backbone
+    default_out = Path(where) / f"metrics-{args.split}.json" if Path(where).is_dir() else None
     out = Path(args.out) if args.out else default_out
     if accelerator.is_main_process:
         _print_metrics(metrics)

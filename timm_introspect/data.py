@@ -237,16 +237,20 @@ def make_transform(model: nn.Module, train: bool,
                    cifar_augment: bool | None = None) -> Callable[[Image.Image], torch.Tensor]:
     """Preprocessing from the model's timm data config.
 
-    For 32 px models (``cifar_augment`` None: decided by the input size) training uses the CIFAR
-    augmentation: random crop with 4 px padding and horizontal flip; evaluation only normalizes.
-    Other sizes use ``timm.data.create_transform``.
+    Models with CIFAR's data config (``cifar_augment`` None: at most 64 px, no crop, i.e. ``crop_pct`` 1,
+    bilinear resizing) train with the CIFAR augmentation: random crop with 4 px padding and horizontal
+    flip; evaluation resizes to the input size and normalizes (for square images what ``create_transform``
+    does with such a config; CIFAR-trained models keep exactly their preprocessing and feature caches).
+    Every other model (an ImageNet-style one, of any size) uses its own config through
+    ``timm.data.create_transform``: its resize, center crop, mean and std.
     """
     from timm.data import create_transform, resolve_model_data_config
 
     cfg = resolve_model_data_config(model)
     size = cfg["input_size"][-1]
     if cifar_augment is None:
-        cifar_augment = size <= 64
+        cifar_augment = (size <= 64 and cfg.get("crop_pct", 1.0) == 1.0 and cfg.get("crop_mode", "center") == "center"
+                         and cfg.get("interpolation", "bilinear") == "bilinear")
     if cifar_augment:
         steps: list[Callable] = [transforms.Resize((size, size))]
         if train:

@@ -22,11 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from . import hub
 from .augment import BatchAugment
+from .backbones import load_folder
 from .cache import extract_features
 from .data import LabeledImages, make_loader
-from .errors import CheckpointError, DataError
+from .errors import DataError
 from .head import IntrospectiveHead
 from .hub import save_backbone
 from .metrics import classification_metrics
@@ -34,20 +34,16 @@ from .models import create_model
 from .registry import net_config
 from .training import Schedule, exclusive_run, make_accelerator, train_loop
 
-__all__ = ["evaluate", "fit_head", "heldout_images", "holdout_record", "load_backbone", "save_backbone",
-           "train_backbone"]
+__all__ = ["evaluate", "evaluate_backbone", "fit_head", "heldout_images", "holdout_record", "load_backbone",
+           "save_backbone", "train_backbone"]
 
 
 # --- f -------------------------------------------------------------------------------------------
 
 def load_backbone(folder: str | Path) -> nn.Module:
-    """f from a folder written by :func:`save_backbone` (strict, safetensors only)."""
-    folder = Path(folder)
-    for name in (hub.TIMM_CONFIG, hub.TIMM_WEIGHTS):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"{folder} has no {name}: pass a folder written by `timm-introspect train-backbone`")
-    cfg = hub.read_timm_config(folder / hub.TIMM_CONFIG)
-    return hub.build_backbone(cfg, folder / hub.TIMM_WEIGHTS)
+    """f from a folder written by :func:`save_backbone` (strict, safetensors only); any timm classifier:
+    :func:`~timm_introspect.backbones.resolve_backbone`."""
+    return load_folder(folder)
 
 
 def _exclusive(job: Callable) -> Callable:
@@ -192,10 +188,11 @@ def fit_head(
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, seed, mixed_precision)
     schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
-    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names, introspective_net=net,
-                                 scale=scale)
+    model_names = (getattr(backbone, "pretrained_cfg", None) or {}).get("label_names")  # the dataset's, or f's
+    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names or model_names,
+                                 introspective_net=net, scale=scale)
     train.check_labels(head.num_classes)
-    train.check_names((backbone.pretrained_cfg or {}).get("label_names"))
+    train.check_names(model_names)
     features, labels, cache_folder = extract_features(
         accelerator, head, train, cache_dir or out_dir / "feature-cache", batch_size=batch_size, workers=workers,
         factored=head.takes_factors)
@@ -252,6 +249,23 @@ def evaluate(
     labels_t = torch.cat(labels)
     return {"f": classification_metrics(torch.cat(f_logits), labels_t),
             "H": classification_metrics(torch.cat(h_logits), labels_t)}
+
+
+@torch.no_grad()
+def evaluate_backbone(
+    model: nn.Module,
+    images: LabeledImages,
+    batch_size: int = 256,
+    accelerator: Accelerator | None = None,
+    workers: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Accuracy, ECE, MCE, NLL and Brier of f alone (any timm classifier, preprocessed with its own data
+    config): ``{"f": {...}}``."""
+    accelerator = accelerator or Accelerator()
+    images.check_labels(model.num_classes)
+    images.check_names((getattr(model, "pretrained_cfg", None) or {}).get("label_names"))
+    logits, labels = _predict(accelerator, model, make_loader(images, model, False, batch_size, workers))
+    return {"f": classification_metrics(logits, labels)}
 
 
 def holdout_record(backbone_dir: str | Path) -> dict[str, Any] | None:
