@@ -23,7 +23,27 @@ from .registry import create_net
 from .scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler
 from .stats import MaxLogitMean
 
-__all__ = ["IntrospectiveHead", "IntrospectiveOutput"]
+__all__ = ["IntrospectiveHead", "IntrospectiveOutput", "layer_factors"]
+
+
+def layer_factors(layer: ClassifierLayer, calls: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                  x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """r_x of one linear / 1x1-conv classifier layer in factored form, from its calls' ``(h, dJ/d(output))``.
+
+    Returns ``(delta (B, S, N), h (B, S, d))`` over the S positions of all calls (zeros when the layer was not
+    called on ``x``).
+    """
+    deltas, hs = [], []
+    for h, g in calls:
+        if layer.kind == "conv1x1":  # positions are the spatial ones: (B, C, H, W) -> (B, HW, C)
+            g, h = g.flatten(2).transpose(1, 2), h.flatten(2).transpose(1, 2)
+        g, h = _promote(g, h)
+        deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]))
+        hs.append(h.reshape(h.shape[0], -1, h.shape[-1]))
+    if not deltas:
+        n, d = layer.weight.shape[:2]
+        deltas, hs = [x.new_zeros(x.shape[0], 1, n)], [x.new_zeros(x.shape[0], 1, d)]
+    return torch.cat(deltas, 1), torch.cat(hs, 1)
 
 @dataclass
 class IntrospectiveOutput:
@@ -216,18 +236,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
                     f"classifier {layer.name} ({type(layer.module).__name__}) has no rank-one gradient: use a "
                     "materialized H (IntrospectiveMLP) for this model"
                 )
-            deltas, hs = [], []
-            for h, g in pairs[layer.name]:
-                if layer.kind == "conv1x1":  # positions are the spatial ones: (B, C, H, W) -> (B, HW, C)
-                    g, h = g.flatten(2).transpose(1, 2), h.flatten(2).transpose(1, 2)
-                g, h = _promote(g, h)
-                deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]))
-                hs.append(h.reshape(h.shape[0], -1, h.shape[-1]))
-            if not deltas:
-                n, d = layer.weight.shape[:2]
-                deltas = [torch.zeros(x.shape[0], 1, n, device=x.device)]
-                hs = [torch.zeros(x.shape[0], 1, d, device=x.device)]
-            factors[layer.name] = (torch.cat(deltas, 1), torch.cat(hs, 1))
+            factors[layer.name] = layer_factors(layer, pairs[layer.name], x)
         return logits, factors
 
     def introspective_features(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedClassifierError
-from ..features import Factors, _promote, weight_grad
-from ..head import IntrospectiveHead
+from ..features import Factors, weight_grad
+from ..head import IntrospectiveHead, layer_factors
 from ..losses import loss_delta
 
 __all__ = ["IntrospectiveHidden", "IntrospectiveLogits", "IntrospectivePass", "Penultimate", "introspective_pass"]
@@ -125,17 +125,7 @@ def introspective_pass(head: IntrospectiveHead, x: torch.Tensor, hidden: bool = 
         for layer in head.classifiers:
             if layer.kind == "functional":
                 continue
-            deltas, hs = [], []
-            for h, g in pairs[layer.name]:
-                if layer.kind == "conv1x1":  # (B, C, H, W) -> (B, HW, C)
-                    g, h = g.flatten(2).transpose(1, 2), h.flatten(2).transpose(1, 2)
-                g, h = _promote(g, h)
-                deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]))
-                hs.append(h.reshape(h.shape[0], -1, h.shape[-1]))
-            if not deltas:
-                n, d = layer.weight.shape[:2]
-                deltas, hs = [x.new_zeros(x.shape[0], 1, n)], [x.new_zeros(x.shape[0], 1, d)]
-            factors[layer.name] = (torch.cat(deltas, 1), torch.cat(hs, 1))
+            factors[layer.name] = layer_factors(layer, pairs[layer.name], x)
         if head.takes_factors:
             if len(factors) != len(head.classifiers):
                 raise UnsupportedClassifierError("an H on factors needs linear or 1x1-conv classifiers")
