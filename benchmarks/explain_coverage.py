@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import sys
 import time
 import traceback
 import warnings
 import zlib
-from collections import Counter
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm_coverage import build, count_params, select
+from timm_coverage import build, count_params, run_census, select
 from torch import nn
 
 from timm_introspect import IntrospectionError, NoSpatialMapError, find_classifiers
@@ -157,19 +155,8 @@ def main(argv=None) -> int:
     if args.limit:
         names = sorted(random.Random(args.seed).sample(names, min(args.limit, len(names))))
     names = select(names, args.models, args.shard)
-    counts: Counter = Counter()
-    sink = open(args.jsonl, "a") if args.jsonl else None
     start = time.perf_counter()
-    for i, name in enumerate(names, 1):
-        t0 = time.perf_counter()
-        rec = check(name, args)
-        rec["seconds"] = round(time.perf_counter() - t0, 2)
-        counts[rec["status"]] += 1
-        print(f"[{i}/{len(names)}] {name:45s} {rec['status']:11s} {rec['detail'][:220]}  ({rec['seconds']:.1f}s)",
-              flush=True)
-        if sink:
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
+    counts = run_census(names, check, args)
     made = counts["closed-form"] + counts["autograd"]
     built = len(names) - counts["skipped"]
     print(f"maps: {made}/{built} ({100 * made / max(built, 1):.1f}%) of the architectures built (closed form "

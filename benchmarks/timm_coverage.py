@@ -30,6 +30,7 @@ import time
 import traceback
 import warnings
 import zlib
+from collections import Counter
 
 import timm
 import torch
@@ -148,23 +149,29 @@ def check(name: str, args) -> dict:
         gc.collect()
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    names = select(timm.list_models(), args.models, args.shard)
-    counts = {"ok": 0, "refused": 0, "failed": 0, "skipped": 0}
-    sink = open(args.jsonl, "a") if args.jsonl else None
+def run_census(names: list[str], check, args) -> Counter:
+    """``check(name, args)`` for every architecture: one printed line each, records appended to ``args.jsonl``."""
+    counts: Counter = Counter()
+    sink = open(args.jsonl, "a") if args.jsonl else None  # noqa: SIM115 (kept open for the run)
     for i, name in enumerate(names, 1):
         t0 = time.perf_counter()
         rec = check(name, args)
         rec["seconds"] = round(time.perf_counter() - t0, 2)
         counts[rec["status"]] += 1
-        print(f"[{i}/{len(names)}] {name:50s} {rec['status']:8s} {rec['detail']}  ({rec.get('seconds', 0):.1f}s)",
+        print(f"[{i}/{len(names)}] {name:50s} {rec['status']:11s} {rec['detail'][:220]}  ({rec['seconds']:.1f}s)",
               flush=True)
         if sink:
             sink.write(json.dumps(rec) + "\n")
             sink.flush()
+    return counts
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = select(timm.list_models(), args.models, args.shard)
+    counts = run_census(names, check, args)
     total = len(names)
     pct = 100 * counts["ok"] / total if total else 0.0
     print(
