@@ -7,6 +7,7 @@ runs under ``accelerate``: the same call works on one CPU and under ``accelerate
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .augment import BatchAugment
 from .backbones import load_folder
-from .cache import extract_features
+from .cache import extract_features, iter_rows
 from .data import LabeledImages, make_loader
 from .errors import DataError
 from .head import IntrospectiveHead
@@ -197,16 +198,18 @@ def fit_head(
         accelerator, head, train, cache_dir or out_dir / "feature-cache", batch_size=batch_size, workers=workers,
         factored=head.takes_factors)
     head.scaler.reset()  # the same statistic as IntrospectiveHead.fit, on every image of the cache
-    head.scaler.update(features)
-    scaled = head.scaler.to("cpu")(features)
-    names = list(scaled) if head.takes_factors else []
-    columns = [t for n in names for t in scaled[n]] if head.takes_factors else [scaled]
+    for block in iter_rows(features):  # the cache is memory-mapped: read a block at a time
+        head.scaler.update(block)
+    # raw features in the loader (rows read from the mapped cache), scaled batch by batch on the device
+    scaler = copy.deepcopy(head.scaler).to(accelerator.device)
+    names = list(features) if head.takes_factors else []
+    columns = [t for n in names for t in features[n]] if head.takes_factors else [features]
     loader = DataLoader(TensorDataset(*columns, labels), batch_size=batch_size, shuffle=True)
 
     def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
         *x, y = batch
         inputs = {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(names)} if names else x[0]
-        return F.cross_entropy(model(inputs), y)
+        return F.cross_entropy(model(scaler(inputs)), y)
 
     signature = {"features": cache_folder.name, "loss": head.loss, "scale": head.scaling, "batch_size": batch_size,
                  "seed": seed, "introspective_net": net_config(head.introspective_net)}
