@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from timm_introspect.data import load_images
 from timm_introspect.explain import Explainer, deletion_logits, margin_auc
-from timm_introspect.pipeline import load_backbone
+from timm_introspect.explain.job import load_classifier
 from timm_introspect.plots import pyplot
 from timm_introspect.robustness import normalized_batches
 
@@ -42,7 +42,10 @@ KINDS = ("contrastive", "grad-cam", "random")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", required=True, help="folder of f (timm layout, e.g. runs/main/backbone)")
+    p.add_argument("--backbone", required=True,
+                   help="f: a folder in timm's layout (e.g. runs/main/backbone), an introspective model's folder, "
+                        "hf-hub:<repo>, or a timm architecture name with --checkpoint")
+    p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name")
     p.add_argument("--data", default="/work/shared/data/cifar10")
     p.add_argument("--images", type=int, default=500, help="seeded subset of test images")
     p.add_argument("--fills", nargs="+", default=["mean", "blur"], choices=["mean", "blur"])
@@ -167,9 +170,10 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pyplot()  # fail now, not after the work, without matplotlib
-    model = load_backbone(args.backbone).eval().to(memory_format=torch.channels_last)  # faster on a CPU
+    model, _ = load_classifier(args.backbone, args.checkpoint)
+    model = model.eval().to(memory_format=torch.channels_last)  # faster on a CPU
     test = load_images(args.data, "test", limit=args.images, seed=args.seed)
-    pixels, labels = test.arrays()
+    pixels, labels = test.arrays(model)  # f's own resize and crop (none for a CIFAR model)
     x = torch.cat(list(normalized_batches(model, pixels, args.batch_size)))
     x = x.contiguous(memory_format=torch.channels_last)
     contrastive, gcam, prediction, logits, plan = explain_all(model, pixels, args.target_layer, args.batch_size)

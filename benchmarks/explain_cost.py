@@ -111,7 +111,10 @@ def cost_table(cost: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default=None, help="folder of f (timm layout); default: --arch with random weights")
+    p.add_argument("--backbone", default=None,
+                   help="f: a folder, hf-hub:<repo>, or an architecture name with --checkpoint; default: --arch with "
+                        "random weights")
+    p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name --backbone")
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--classes", type=int, default=1000)
@@ -122,10 +125,12 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="JSON file")
     args = p.parse_args(argv)
     if args.backbone:
-        from timm_introspect.pipeline import load_backbone
+        from timm.data import resolve_model_data_config
 
-        model = load_backbone(args.backbone)
-        size = model.pretrained_cfg["input_size"]
+        from timm_introspect.explain.job import load_classifier
+
+        model, _ = load_classifier(args.backbone, args.checkpoint)
+        size = resolve_model_data_config(model)["input_size"]
     else:
         model = timm.create_model(args.arch, num_classes=args.classes)
         size = (3, args.size, args.size)

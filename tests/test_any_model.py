@@ -186,3 +186,33 @@ def test_a_folder_or_hub_id_takes_no_checkpoint(tmp_path):
     save_backbone(small_model(), tmp_path / "f")
     with pytest.raises(CheckpointError, match="brings its own weights"):
         resolve_backbone(tmp_path / "f", tmp_path / "w.safetensors")
+
+
+def test_arrays_for_a_model_are_its_own_resize_and_crop(tmp_path):
+    """What the benchmarks score (uint8 arrays, normalized by the model's mean and std) equals the model's
+    own evaluation transform."""
+    from timm_introspect.robustness import normalized_batches
+
+    f = small_model(**OWN_CONFIG)
+    images, labels = make_images(4, seed=3, size=40)
+    images = [img.crop((0, 0, 40, 30)) for img in images]
+    write_parquet(tmp_path / "data", "test", images, labels)
+    pixels, got_labels = load_images(str(tmp_path / "data"), "test").arrays(f)
+    assert pixels.shape == (4, 48, 48, 3) and pixels.dtype.name == "uint8" and got_labels.tolist() == labels
+    batch = torch.cat(list(normalized_batches(f, pixels)))
+    expected = torch.stack([create_transform(**resolve_model_data_config(f))(img) for img in images])
+    assert torch.allclose(batch, expected, atol=1e-5)
+
+
+def test_explain_cli_takes_an_architecture_and_a_checkpoint(tmp_path):
+    model = small_model(**OWN_CONFIG)
+    checkpoint = tmp_path / "weights.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(checkpoint))
+    image = tmp_path / "x.png"
+    make_images(1, seed=4, size=40)[0][0].save(image)
+    with pytest.raises(SystemExit, match="no weights were given: pass --checkpoint"):
+        main(["explain", "--model", "test_resnet", "--images", str(image), "--out", str(tmp_path / "e")])
+    main(["explain", "--model", "test_resnet", "--checkpoint", str(checkpoint), "--images", str(image),
+          "--out", str(tmp_path / "e")])
+    record = json.loads((tmp_path / "e" / "explanations.json").read_text())
+    assert (tmp_path / "e" / "x.png").is_file() and len(record["images"]) == 1

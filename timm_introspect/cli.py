@@ -216,7 +216,9 @@ def cmd_ood(args: argparse.Namespace) -> dict:
 
 def _explain_parser(sub) -> None:
     p = sub.add_parser("explain", help="Grad-CAM and 'why P, rather than Q?' maps for image files, one PNG each")
-    p.add_argument("--model", required=True, help="folder (save_pretrained or train-backbone) or hf-hub:<repo>")
+    p.add_argument("--model", required=True, help="folder (save_pretrained or train-backbone), hf-hub:<repo>, or a "
+                                                  "timm architecture name with --checkpoint")
+    p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name --model")
     p.add_argument("--images", nargs="+", required=True, help="image files (PNG, JPEG)")
     p.add_argument("--contrast", nargs="*", default=None,
                    help="contrast classes Q: 'all', or class names / indices (default: each image's runner-up)")
@@ -427,7 +429,8 @@ def cmd_explain(args: argparse.Namespace) -> list[Path]:
     from .explain.job import explain_images
 
     written = explain_images(args.model, args.images, args.out, contrast=args.contrast,
-                             target_layer=args.target_layer, method=args.method, columns=args.columns)
+                             target_layer=args.target_layer, method=args.method, columns=args.columns,
+                             checkpoint=args.checkpoint)
     for path in written:
         print(path)
     return written

@@ -24,7 +24,7 @@ from torchvision import transforms
 
 from .errors import DataError
 
-__all__ = ["LabeledImages", "batch_images", "load_images", "make_loader", "make_transform"]
+__all__ = ["LabeledImages", "batch_images", "load_images", "make_loader", "make_transform", "model_pixels"]
 
 
 @dataclass
@@ -52,10 +52,16 @@ class LabeledImages:
     def labels(self) -> torch.Tensor:
         return torch.as_tensor(self.dataset[self.label_column], dtype=torch.long)
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """All images as one uint8 RGB array ``(n, H, W, 3)`` (same-size images) and the labels ``(n,)``."""
+    def arrays(self, model: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All images as one uint8 RGB array ``(n, H, W, 3)`` and the labels ``(n,)``.
+
+        Without ``model`` the images are as stored (they must all have one size); with it, as that model
+        sees them before normalization: its own evaluation resize and crop (:func:`model_pixels`), so an
+        ImageNet model gets 224 px center crops of images of any size.
+        """
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
-        return np.stack([np.asarray(_decode(item, "RGB")) for item in raw]), self.labels().numpy()
+        resize = model_pixels(model) if model is not None else np.asarray
+        return np.stack([np.asarray(resize(_decode(item, "RGB"))) for item in raw]), self.labels().numpy()
 
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` of the first image (``None`` for an empty dataset)."""
@@ -258,6 +264,21 @@ def make_transform(model: nn.Module, train: bool,
         steps += [transforms.ToTensor(), transforms.Normalize(cfg["mean"], cfg["std"])]
         return transforms.Compose(steps)
     return create_transform(**cfg, is_training=train)
+
+
+def model_pixels(model: nn.Module) -> Callable[[Image.Image], np.ndarray]:
+    """The geometric part of the model's evaluation preprocessing (:func:`make_transform`): PIL image in,
+    uint8 ``(H, W, 3)`` at the model's input size out; tensor conversion and normalization left out."""
+    transform = make_transform(model, train=False)
+    steps = [t for t in getattr(transform, "transforms", [transform])
+             if type(t).__name__ not in ("ToTensor", "MaybeToTensor", "Normalize")]
+
+    def resize(img: Image.Image) -> np.ndarray:
+        for step in steps:
+            img = step(img)
+        return np.asarray(img)
+
+    return resize
 
 
 def batch_images(batch: Any) -> torch.Tensor:

@@ -40,13 +40,19 @@ def _hub_file(repo: str, name: str) -> Path | None:
                               "for a private repo)") from err
 
 
-def load_classifier(source: str | Path) -> tuple[nn.Module, list[str] | None]:
+def load_classifier(source: str | Path, checkpoint: str | Path | None = None) -> tuple[nn.Module, list[str] | None]:
     """f and its class names, from a folder written by ``IntrospectiveHead.save_pretrained`` or
-    ``train-backbone``, or from ``hf-hub:<repo>`` (either kind). Only safetensors are read."""
+    ``train-backbone``, from ``hf-hub:<repo>`` (either kind), or from a timm architecture name with a
+    ``.safetensors`` ``checkpoint`` (:func:`~timm_introspect.backbones.resolve_backbone`). Only safetensors
+    are read."""
+    from ..backbones import resolve_backbone
     from ..head import IntrospectiveHead
     from ..pipeline import load_backbone
 
     source = str(source)
+    if checkpoint is not None or not (source.startswith(("hf-hub:", "hf_hub:")) or Path(source).is_dir()):
+        model = resolve_backbone(source, checkpoint)  # an architecture name (or nothing): it says what to pass
+        return model, (model.pretrained_cfg or {}).get("label_names")
     if source.startswith(("hf-hub:", "hf_hub:")):
         repo = source.split(":", 1)[1]
         if _hub_file(repo, INTROSPECTION_CONFIG) is not None:
@@ -59,10 +65,7 @@ def load_classifier(source: str | Path) -> tuple[nn.Module, list[str] | None]:
                                   "(timm.models.save_for_hf(..., safe_serialization=True)); no pickle files")
         model = build_backbone(read_timm_config(config), weights)
         return model, (model.pretrained_cfg or {}).get("label_names")
-    folder = Path(source)
-    if not folder.is_dir():
-        raise CheckpointError(f"{source} is not a folder: pass a folder written by IntrospectiveHead.save_pretrained "
-                              "or `timm-introspect train-backbone`, or hf-hub:<repo>")
+    folder = Path(source)  # a folder (anything else went to resolve_backbone above)
     if (folder / INTROSPECTION_CONFIG).is_file():
         head = IntrospectiveHead.from_pretrained(folder)
         return head.model, head.label_names
@@ -92,17 +95,18 @@ def _contrast(values: Sequence[str] | None) -> Contrast:
 
 def explain_images(model: str | Path, images: Sequence[str | Path], out_dir: str | Path,
                    contrast: Sequence[str] | None = None, target_layer: str | None = None, method: str = "auto",
-                   columns: int = 6, batch_size: int = 16) -> list[Path]:
+                   columns: int = 6, batch_size: int = 16, checkpoint: str | Path | None = None) -> list[Path]:
     """Explain image files with f from ``model`` and write ``<out_dir>/<image name>.png`` for each, plus
     ``explanations.json`` (predictions, probabilities, contrast classes, how the maps were made).
 
     Args:
         contrast: class names or indices, ``["all"]``, or ``None`` (each image's runner-up class).
+        checkpoint: f's weights (``.safetensors``) when ``model`` is a timm architecture name.
     """
     if not images:
         raise InvalidArgumentError("no images given: pass at least one image file")
     figure_pyplot()  # without matplotlib, stop before any work
-    network, names = load_classifier(model)
+    network, names = load_classifier(model, checkpoint)
     explainer = Explainer(network, target_layer, method, names)
     transform = make_transform(network, train=False)
     cfg = resolve_model_data_config(network)

@@ -20,6 +20,7 @@ from typing import Literal
 import datasets
 import numpy as np
 from PIL import Image
+from torch import nn
 
 from ..data import _decode, load_images
 from ..errors import DataError, InvalidArgumentError
@@ -119,7 +120,7 @@ def load_ood_images(source: str, split: str = "test", image_column: str | None =
 
 
 def open_set_images(source: str, split: str, known: Sequence[str], limit: int | None = None,
-                    seed: int = 0) -> tuple[np.ndarray, list[str]]:
+                    seed: int = 0, model: nn.Module | None = None) -> tuple[np.ndarray, list[str]]:
     """Images of the classes of ``source`` not in ``known`` (the model's class names): the open-set OOD set.
 
     Returns the images and the names of those classes. Raises :class:`DataError` when the model knows
@@ -139,7 +140,7 @@ def open_set_images(source: str, split: str, known: Sequence[str], limit: int | 
         raise DataError(f"the model was trained on every class of {source}: the open-set split needs f and H trained "
                         "on a class subset, e.g. `timm-introspect run --classes 0 1 2 3 4 5` (CIFAR-6/4)")
     images = load_images(source, split, classes=unseen, limit=limit, seed=seed)
-    return images.arrays()[0], unseen
+    return images.arrays(model)[0], unseen
 
 
 def set_name(source: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backbones import HF_HUB_PREFIX
 from ..data import load_images
 from ..errors import DataError, InvalidArgumentError
 from ..head import IntrospectiveHead
@@ -53,7 +54,8 @@ def build_sets(names: Sequence[str], head: IntrospectiveHead, data: str, split: 
             sets.append(OODSet("cifar10c-5", pixels, f"{data} [{split}], CIFAR-10-C severity 5",
                                {"frost": bool(frost_dir)}))
         elif name == "open-set":
-            pixels, unseen = open_set_images(data, split, head.label_names or [], limit=n, seed=seed)
+            pixels, unseen = open_set_images(data, split, head.label_names or [], limit=n, seed=seed,
+                                             model=head.model)
             sets.append(OODSet("open-set", pixels, f"{data} [{split}], classes {unseen}", {"classes": unseen}))
         else:
             pixels = load_ood_images(name, ood_split, image_column, config, limit=n, seed=seed, size=size)
@@ -110,7 +112,7 @@ def run_ood(
     if not ood:
         raise InvalidArgumentError(f"no OOD sets: name some ({', '.join(BUILTIN_SETS)}, or a dataset folder / Hub id)")
     start = time.perf_counter()
-    head = IntrospectiveHead.from_pretrained(str(model)).eval()
+    head = IntrospectiveHead.from_pretrained(str(model).removeprefix(HF_HUB_PREFIX)).eval()
     data = data or head.dataset
     if not data:
         raise DataError(f"{model} does not record its training data: pass the ID dataset with --data")
@@ -123,11 +125,11 @@ def run_ood(
     test.check_names(head.label_names)
     if len(test) < id_images + extra:
         raise DataError(f"{data} [{split}] has {len(test)} images: fewer than {id_images} ID + {extra} for cifar10c")
-    test_pixels, test_labels = test.arrays()
+    test_pixels, test_labels = test.arrays(head.model)  # at f's input size, by its own preprocessing
     sets = build_sets(ood, head, data, split, test_pixels[id_images:], ood_images, seed, ood_split, ood_image_column,
                       ood_config, frost_dir)
     load_s = time.perf_counter() - start
-    result = ood_benchmark(head, train.arrays(), (test_pixels[:id_images], test_labels[:id_images]), sets,
+    result = ood_benchmark(head, train.arrays(head.model), (test_pixels[:id_images], test_labels[:id_images]), sets,
                            conditions, batch_size=batch_size, k=k, seed=seed, progress=progress)
     result["seconds"]["load"] = load_s
     result["setup"] = {"model": str(model), "data": data, "split": split, "classes": classes, "seed": seed,
