@@ -1,10 +1,14 @@
-"""The 19 CIFAR-10-C corruptions, as the original CIFAR generator applies them, vectorized over a batch.
+"""The 19 CIFAR-10-C / ImageNet-C corruptions, as the original generators apply them, vectorized over a batch.
 
 Hendrycks & Dietterich's CIFAR generator applies each corruption at 5 severities to 32x32 images in
 [0, 255] and stores ``np.uint8(result)`` (truncation, not rounding). The parameters below are the CIFAR
-ones (``../shared/specs/cifar10c_params.json``; a test checks they agree). Randomness comes from a seeded
-``numpy.random.Generator``, so a run is reproducible (the original sets no seed: regenerated data matches
-the release only in distribution).
+ones (``../shared/specs/cifar10c_params.json``; a test checks they agree) and, beside them, those of the
+ImageNet generator (``make_imagenet_c.py``, 224x224 images). Its functions are the CIFAR ones with the
+image size written as 224 where CIFAR's writes 32 (glass blur's loops, pixelate, fog's plasma map of 256
+cropped to the image, snow's reshape, frost's crop), which the functions here read from the images'
+shape; beyond the parameters, only frost differs: its overlays are not shrunk by 0.2. Randomness comes
+from a seeded ``numpy.random.Generator``, so a run is reproducible (the originals set no seed: regenerated
+data matches the releases only in distribution).
 
 Two corruptions called ImageMagick (through Wand) in the original: motion blur and the streaks of snow;
 :func:`_imagemagick_motion_blur` re-implements ImageMagick's ``MotionBlurImage`` (its kernel, its sampling
@@ -26,7 +30,8 @@ from skimage.util import random_noise
 
 from ..errors import DataError, InvalidArgumentError
 
-__all__ = ["COMMON", "CORRUPTIONS", "EXTRA", "FROST_FILES", "PARAMS", "TABLE", "Corruption", "corrupt"]
+__all__ = ["COMMON", "CORRUPTIONS", "DATASETS", "EXTRA", "FROST_FILES", "IMAGENET_PARAMS", "IMAGENET_SIZE", "PARAMS",
+           "TABLE", "Corruption", "corrupt"]
 
 
 #: The frost overlays the original samples from (frost6 is in its folder but never picked).
@@ -181,30 +186,37 @@ def _zoom_blur(x, c, rng):
     return np.clip((x + out.transpose(0, 2, 3, 1)) / (len(c) + 1), 0, 1) * 255
 
 
-_FROST_CACHE: dict[str, list[np.ndarray]] = {}
+_FROST_CACHE: dict[tuple[str, float], list[np.ndarray]] = {}
 
 
-def _frost_images(folder: str | Path | None) -> list[np.ndarray]:
+def _frost_images(folder: str | Path | None, scale: float = 0.2) -> list[np.ndarray]:
+    """The overlays in RGB, resized by ``scale`` as the CIFAR generator does (0.2); ImageNet's keeps them (1)."""
     import cv2
 
     if folder is None:
         raise InvalidArgumentError(
             "frost needs the frost overlay images: pass frost_dir= (a folder with frost1.png ... frost5.jpg)")
-    key = str(Path(folder).resolve())
+    key = (str(Path(folder).resolve()), scale)
     if key not in _FROST_CACHE:
         images = []
         for name in FROST_FILES:
             img = cv2.imread(str(Path(folder) / name))
             if img is None:
                 raise DataError(f"cannot read {Path(folder) / name}: frost_dir must hold {', '.join(FROST_FILES)}")
-            images.append(cv2.resize(img, (0, 0), fx=0.2, fy=0.2)[..., ::-1])  # BGR -> RGB
+            if scale != 1:
+                img = cv2.resize(img, (0, 0), fx=scale, fy=scale)
+            images.append(img[..., ::-1])  # BGR -> RGB
         _FROST_CACHE[key] = images
     return _FROST_CACHE[key]
 
 
-def _frost(x, c, rng, frost_dir=None):
-    overlays = _frost_images(frost_dir)
+def _frost(x, c, rng, frost_dir=None, frost_scale=0.2):
+    overlays = _frost_images(frost_dir, frost_scale)
     size = x.shape[1]
+    small = [name for name, o in zip(FROST_FILES, overlays, strict=True) if min(o.shape[:2]) <= size]
+    if small:
+        raise DataError(f"the frost overlays {', '.join(small)} are not larger than the {size}x{size} images: "
+                        "frost crops a patch of the image's size from them")
     crops = np.empty(x.shape, dtype=np.float64)
     for i in range(len(x)):
         frost = overlays[rng.integers(len(overlays))]
@@ -376,61 +388,93 @@ def _elastic_transform(x, c, rng):
 @dataclass(frozen=True)
 class Corruption:
     """One corruption of the release: its name, its function, whether it is one of the 15 common ones,
-    and its parameter at each severity 1..5 (the CIFAR generator's; ``../shared/specs/cifar10c_params.json``)."""
+    and its parameter at each severity 1..5 for each dataset: ``params`` the CIFAR generator's
+    (``make_cifar_c.py``; ``../shared/specs/cifar10c_params.json``), ``imagenet`` the ImageNet one's
+    (``make_imagenet_c.py``, for 224x224 images)."""
 
     name: str
     fn: Callable[..., np.ndarray]
     common: bool
     params: list
+    imagenet: list
+
+    def params_for(self, dataset: str) -> list:
+        """The per-severity parameters of ``dataset`` (``"cifar10"`` or ``"imagenet"``)."""
+        return self.params if _check_dataset(dataset) == "cifar10" else self.imagenet
 
 
 #: The 19 corruptions in the release's order: the 15 common ones (noise, blur, weather, digital), then
-#: the 4 extra ones released for validation.
+#: the 4 extra ones released for validation. Each line: CIFAR parameters, then ImageNet ones.
 TABLE: tuple[Corruption, ...] = (
     Corruption("gaussian_noise", _gaussian_noise, True,
-               [0.04, 0.06, 0.08, 0.09, 0.10]),
+               [0.04, 0.06, 0.08, 0.09, 0.10],
+               [0.08, 0.12, 0.18, 0.26, 0.38]),
     Corruption("shot_noise", _shot_noise, True,
-               [500, 250, 100, 75, 50]),
+               [500, 250, 100, 75, 50],
+               [60, 25, 12, 5, 3]),
     Corruption("impulse_noise", _impulse_noise, True,
-               [0.01, 0.02, 0.03, 0.05, 0.07]),
+               [0.01, 0.02, 0.03, 0.05, 0.07],
+               [0.03, 0.06, 0.09, 0.17, 0.27]),
     Corruption("defocus_blur", _defocus_blur, True,
-               [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)]),
+               [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+               [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)]),
     Corruption("glass_blur", _glass_blur, True,
-               [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)]),
+               [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+               [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)]),
     Corruption("motion_blur", _motion_blur, True,
-               [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)]),
-    # the original's np.arange(1, stop, 0.01) values as they are (1.2500000000000002, not 1.25: the zoomed
-    # size round(26 * factor) and so the image depend on it)
+               [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+               [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)]),
+    # the original's np.arange(1, stop, step) values as they are (1.2500000000000002, not 1.25: the zoomed
+    # size round(26 * factor) and so the image depend on it); ImageNet's steps grow with the severity
     Corruption("zoom_blur", _zoom_blur, True,
-               [np.arange(1, stop, 0.01).tolist() for stop in (1.06, 1.11, 1.16, 1.21, 1.26)]),
+               [np.arange(1, stop, 0.01).tolist() for stop in (1.06, 1.11, 1.16, 1.21, 1.26)],
+               [np.arange(1, stop, step).tolist()
+                for stop, step in ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))]),
     Corruption("snow", _snow, True,
                [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-                (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)]),
+                (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+               [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+                (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)]),
+    # (image weight, overlay weight); CIFAR's overlays are resized by 0.2, ImageNet's used as they are
     Corruption("frost", _frost, True,
-               [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)]),
+               [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+               [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)]),
     Corruption("fog", _fog, True,
-               [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)]),
+               [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+               [(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)]),
     Corruption("brightness", _brightness, True,
-               [0.05, 0.1, 0.15, 0.2, 0.3]),
+               [0.05, 0.1, 0.15, 0.2, 0.3],
+               [0.1, 0.2, 0.3, 0.4, 0.5]),
     Corruption("contrast", _contrast, True,
-               [0.75, 0.5, 0.4, 0.3, 0.15]),
-    # (alpha, sigma, affine jitter) in pixels, as the original's IMSIZE * fraction with IMSIZE = 32
+               [0.75, 0.5, 0.4, 0.3, 0.15],
+               [0.4, 0.3, 0.2, 0.1, 0.05]),
+    # (alpha, sigma, affine jitter) in pixels, as the original's IMSIZE * fraction with IMSIZE = 32; the
+    # ImageNet generator writes 244 * fraction (its comment: "244 should have been 224"), kept as it is
     Corruption("elastic_transform", _elastic_transform, True,
                [(32 * a, 32 * s, 32 * j) for a, s, j in
-                ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))]),
+                ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))],
+               [(244 * a, 244 * s, 244 * j) for a, s, j in
+                ((2, 0.7, 0.1), (2, 0.08, 0.2), (0.05, 0.01, 0.02), (0.07, 0.01, 0.02), (0.12, 0.01, 0.02))]),
     Corruption("pixelate", _pixelate, True,
-               [0.95, 0.9, 0.85, 0.75, 0.65]),
+               [0.95, 0.9, 0.85, 0.75, 0.65],
+               [0.6, 0.5, 0.4, 0.3, 0.25]),
     Corruption("jpeg_compression", _jpeg_compression, True,
-               [80, 65, 58, 50, 40]),
+               [80, 65, 58, 50, 40],
+               [25, 18, 15, 10, 7]),
     Corruption("speckle_noise", _speckle_noise, False,
-               [0.06, 0.1, 0.12, 0.16, 0.2]),
+               [0.06, 0.1, 0.12, 0.16, 0.2],
+               [0.15, 0.2, 0.35, 0.45, 0.6]),
     Corruption("gaussian_blur", _gaussian_blur, False,
-               [0.4, 0.6, 0.7, 0.8, 1]),
+               [0.4, 0.6, 0.7, 0.8, 1],
+               [1, 2, 3, 4, 6]),
     Corruption("spatter", _spatter, False,
                [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
-                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)]),
+                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)],
+               [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
+                (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)]),
     Corruption("saturate", _saturate, False,
-               [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)]),
+               [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+               [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)]),
 )
 _BY_NAME = {c.name: c for c in TABLE}
 
@@ -440,18 +484,37 @@ CORRUPTIONS: tuple[str, ...] = tuple(c.name for c in TABLE)
 COMMON: tuple[str, ...] = tuple(c.name for c in TABLE if c.common)
 #: The 4 extra ones.
 EXTRA: tuple[str, ...] = tuple(c.name for c in TABLE if not c.common)
-#: Per-severity parameters by name (a view of :data:`TABLE`).
+#: Per-severity CIFAR parameters by name (a view of :data:`TABLE`).
 PARAMS: dict[str, list] = {c.name: c.params for c in TABLE}
+#: Per-severity ImageNet parameters by name (a view of :data:`TABLE`).
+IMAGENET_PARAMS: dict[str, list] = {c.name: c.imagenet for c in TABLE}
+
+#: The datasets whose generator :func:`corrupt` follows.
+DATASETS: tuple[str, ...] = ("cifar10", "imagenet")
+#: The side of the images ImageNet-C's generator corrupts (after Resize(256) and CenterCrop(224)).
+IMAGENET_SIZE = 224
+
+
+def _check_dataset(dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise InvalidArgumentError(f"unknown dataset {dataset!r}: pass dataset='cifar10' (CIFAR-10-C's parameters, "
+                                   "32x32 images) or dataset='imagenet' (ImageNet-C's, 224x224 images)")
+    return dataset
 
 
 def corrupt(
     images: np.ndarray, corruption: str, severity: int, rng: np.random.Generator | int = 0,
-    frost_dir: str | Path | None = None,
+    frost_dir: str | Path | None = None, dataset: str = "cifar10",
 ) -> np.ndarray:
-    """Apply one corruption at one severity (1-5) to uint8 images ``(n, 32, 32, 3)``; uint8 out, truncated.
+    """Apply one corruption at one severity (1-5) to uint8 images ``(n, H, W, 3)``; uint8 out, truncated.
 
+    ``dataset="cifar10"`` (default) follows the CIFAR generator (images of 32x32); ``dataset="imagenet"``
+    the ImageNet one, whose parameters are for 224x224 images (make them with
+    :func:`~timm_introspect.cifar10c.imagenet_preprocess`). Beyond the parameters, the two differ only in
+    frost: CIFAR's overlays are shrunk by 0.2, ImageNet's cropped at full size.
     ``frost_dir``: the folder of the frost overlays (``frost1.png`` ... ``frost5.jpg``), for ``"frost"``.
     """
+    _check_dataset(dataset)
     if corruption not in _BY_NAME:
         raise InvalidArgumentError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
     if severity not in range(1, 6):
@@ -459,8 +522,14 @@ def corrupt(
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise InvalidArgumentError(f"expected uint8 images of shape (n, H, W, 3), got {images.dtype} {images.shape}")
+    if dataset == "imagenet" and images.shape[1:3] != (IMAGENET_SIZE, IMAGENET_SIZE):
+        raise InvalidArgumentError(
+            f"ImageNet-C's parameters are for {IMAGENET_SIZE}x{IMAGENET_SIZE} images, got {images.shape[1]}x"
+            f"{images.shape[2]}: make them with imagenet_preprocess (Resize(256), CenterCrop(224)) first")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    extra = {"frost_dir": frost_dir} if corruption == "frost" else {}
+    extra = {}
+    if corruption == "frost":
+        extra = {"frost_dir": frost_dir, "frost_scale": 0.2 if dataset == "cifar10" else 1.0}
     entry = _BY_NAME[corruption]
-    out = entry.fn(images, entry.params[severity - 1], rng, **extra)
+    out = entry.fn(images, entry.params_for(dataset)[severity - 1], rng, **extra)
     return np.asarray(out).astype(np.uint8)  # truncation, as the original's np.uint8(...)

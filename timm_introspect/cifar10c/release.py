@@ -201,11 +201,8 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
                          md5 if isinstance(md5, dict) else None)
 
 
-def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Rows ``(image, label, corruption, severity[, index])`` (a ``datasets.Dataset``) -> the release's arrays.
-
-    Within a severity, images keep their row order, or follow an ``index`` column when there is one.
-    """
+def _row_columns(ds, where: str, what: str) -> tuple[str, str, str, str, str | None]:
+    """The names of the image, label, corruption, severity and (optional) index columns of rows ``ds``."""
     cols = set(ds.column_names)
     pick = lambda *options: next((c for c in options if c in cols), None)  # noqa: E731
     image, label = pick("image", "img"), pick("label", "labels")
@@ -213,8 +210,17 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
     level = pick("corruption_level", "severity", "level")
     index = pick("index", "idx", "image_id")  # the test image's number, if the rows carry it
     if None in (image, label, name, level):
-        raise DataError(f"{where} has columns {sorted(cols)}; CIFAR-10-C rows need an image, a label, the "
+        raise DataError(f"{where} has columns {sorted(cols)}; {what} rows need an image, a label, the "
                          "corruption's name and its severity (e.g. image, label, corruption_name, corruption_level)")
+    return image, label, name, level, index
+
+
+def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rows ``(image, label, corruption, severity[, index])`` (a ``datasets.Dataset``) -> the release's arrays.
+
+    Within a severity, images keep their row order, or follow an ``index`` column when there is one.
+    """
+    image, label, name, level, index = _row_columns(ds, where, "CIFAR-10-C")
     names = np.asarray(ds[name])
     levels = np.asarray(ds[level]).astype(int)
     wanted = tuple(corruptions) if corruptions else tuple(sorted(set(names.tolist())))
