@@ -52,15 +52,19 @@ class LabeledImages:
     def labels(self) -> torch.Tensor:
         return torch.as_tensor(self.dataset[self.label_column], dtype=torch.long)
 
-    def arrays(self, model: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def arrays(self, model: nn.Module | None = None,
+               resize: Callable[[Image.Image], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All images as one uint8 RGB array ``(n, H, W, 3)`` and the labels ``(n,)``.
 
         Without ``model`` the images are as stored (they must all have one size); with it, as that model
         sees them before normalization: its own evaluation resize and crop (:func:`model_pixels`), so an
-        ImageNet model gets 224 px center crops of images of any size.
+        ImageNet model gets 224 px center crops of images of any size. ``resize`` maps each image instead
+        (e.g. ImageNet-C's :func:`~timm_introspect.cifar10c.imagenet_preprocess`).
         """
+        if model is not None and resize is not None:
+            raise ValueError("pass model= or resize=, not both")
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
-        resize = model_pixels(model) if model is not None else np.asarray
+        resize = model_pixels(model) if model is not None else resize or np.asarray
         return np.stack([np.asarray(resize(_decode(item, "RGB"))) for item in raw]), self.labels().numpy()
 
     def image_size(self) -> tuple[int, int] | None:

@@ -94,6 +94,7 @@ def corruption_benchmark(
     batch_size: int = 500,
     progress: bool = True,
     clean_eval: tuple[np.ndarray, np.ndarray] | None = None,
+    dataset: str = "cifar10",
 ) -> dict:
     """Metrics of f, f+TS and H on ``clean`` and on each corruption x severity.
 
@@ -106,6 +107,8 @@ def corruption_benchmark(
         frost_dir: the frost overlays, to generate ``frost``.
         clean_eval: images and labels for the clean row, when it should cover more than ``clean`` (e.g. the
             whole test split while the corrupted sets use a subset).
+        dataset: whose generator's parameters make the sets: ``"cifar10"`` (CIFAR-10-C, 32 px) or
+            ``"imagenet"`` (ImageNet-C, 224 px images, e.g. from :func:`~timm_introspect.cifar10c.imagenet_preprocess`).
     """
     from .cifar10c import COMMON, CORRUPTIONS, corrupt
 
@@ -120,12 +123,13 @@ def corruption_benchmark(
 
     results: dict = {"temperature": temperature, "calibration_images": len(calibration[1]),
                      "images_per_set": len(clean), "clean": score(*(clean_eval or (clean, labels))), "corrupted": []}
-    for c, s in tqdm([(c, s) for c in corruptions for s in severities], desc="CIFAR-10-C", disable=not progress):
+    desc = {"cifar10": "CIFAR-10-C", "imagenet": "ImageNet-C"}.get(dataset, dataset)
+    for c, s in tqdm([(c, s) for c in corruptions for s in severities], desc=desc, disable=not progress):
         if sets is not None:
             images, y = sets(c, s)
         else:  # one seeded generator per corruption and severity: a set does not depend on the others run
             rng = np.random.default_rng([seed, CORRUPTIONS.index(c), s])
-            images, y = corrupt(clean, c, s, rng, frost_dir=frost_dir), labels
+            images, y = corrupt(clean, c, s, rng, frost_dir=frost_dir, dataset=dataset), labels
         results["corrupted"].append({"corruption": c, "severity": s, **score(images, y)})
     rows = results["corrupted"]
     if rows:
