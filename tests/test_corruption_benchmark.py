@@ -98,3 +98,24 @@ def test_imagenet_c_release_layout_is_read(imagenet_like, tmp_path):
     assert (row["f"]["accuracy"], row["H"]["accuracy"]) == pytest.approx(accuracy(head, images, y))
     assert row["f"]["count"] == 12 and results["sets_from"] == str(tmp_path / "ImageNet-C")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["corrupted"][0]["f"] == row["f"]
+
+
+def test_cli_writes_imagenet_c_that_the_loader_reads(imagenet_like, tmp_path):
+    from helpers import CLASSES
+
+    from timm_introspect.cli import main
+
+    main(["imagenetc", "--data", str(imagenet_like / "data"), "--split", "test", "--corruptions", "contrast",
+          "--severities", "2", "--limit", "6", "--out", str(tmp_path / "ImageNet-C")])
+    assert sorted(p.name for p in (tmp_path / "ImageNet-C" / "contrast" / "2").iterdir()) == sorted(CLASSES)
+    images, labels = load_imagenet_c(tmp_path / "ImageNet-C", "contrast", 2, classes=CLASSES)
+    clean, clean_labels = load_images(str(imagenet_like / "data"), "test", limit=6, seed=0).arrays(
+        resize=imagenet_preprocess)
+    assert sorted(labels.tolist()) == sorted(clean_labels.tolist()) and images.shape == (6, 224, 224, 3)
+    # the files hold the ImageNet generator's contrast (0.3 at severity 2), within JPEG's loss
+    expected = corrupt(clean, "contrast", 2, dataset="imagenet")
+    by_name = {name: i for i, name in enumerate(CLASSES)}
+    # the loader reads by class folder (sorted names), then by file name (the image's number)
+    folder_order = sorted(range(6), key=lambda i: (sorted(CLASSES).index(CLASSES[clean_labels[i]]), i))
+    assert [by_name[CLASSES[clean_labels[i]]] for i in folder_order] == labels.tolist()
+    assert np.abs(images.astype(int) - expected[folder_order].astype(int)).mean() < 3

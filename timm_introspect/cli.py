@@ -6,6 +6,7 @@
     timm-introspect fit --backbone hf-hub:timm/resnet18.a1_in1k --data imagenet-folder/ --net factorized --out runs/in1k
     timm-introspect evaluate --model runs/introspective --data uoft-cs/cifar10 --split test
     timm-introspect cifar10c --data uoft-cs/cifar10 --frost-dir frost/ --out CIFAR-10-C
+    timm-introspect imagenetc --data imagenet-val/ --split validation --frost-dir frost/ --out ImageNet-C
     timm-introspect ood --model runs/introspective --ood ../shared/data/ood/dtd gaussian uniform cifar10c
     timm-introspect explain --model runs/introspective --images cat.png --contrast all --out maps/
 
@@ -159,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frost-dir", default=None, help="folder with the frost overlays frost1.png ... frost5.jpg")
     p.add_argument("--corruptions", nargs="*", default=None, help="default: all 19")
     p.add_argument("--limit", type=_positive, default=None, help="only this many test images (seeded subset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("imagenetc", help="generate ImageNet-C (resize 256, crop 224, the ImageNet parameters) in the "
+                                         "release's layout <corruption>/<severity>/<wnid>/<file>.JPEG")
+    p.add_argument("--data", required=True, help="ImageNet validation images (Hub dataset id or local folder)")
+    p.add_argument("--split", default="validation")
+    p.add_argument("--image-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--frost-dir", default=None, help="folder with the frost overlays frost1.png ... frost5.jpg")
+    p.add_argument("--corruptions", nargs="*", default=None, help="default: all 19")
+    p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--limit", type=_positive, default=None, help="only this many images (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     _active_parser(sub)
@@ -410,6 +423,28 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
     return written
 
 
+def cmd_imagenetc(args: argparse.Namespace) -> dict:
+    from .cifar10c import CORRUPTIONS, imagenet_preprocess, write_imagenet_c
+
+    corruptions = tuple(args.corruptions or CORRUPTIONS)
+    _check_corruptions(corruptions, args.frost_dir)
+    images = _load(args, args.split, args.limit)
+    pixels, labels = images.arrays(resize=imagenet_preprocess)
+    # class folders: the dataset's class names (ImageNet's are wnids on the Hub's imagenet-1k), else numbers
+    start = time.perf_counter()
+    written = write_imagenet_c(args.out, pixels, labels, classes=images.label_names, corruptions=corruptions,
+                               severities=args.severities, seed=args.seed, frost_dir=args.frost_dir)
+    written.update(data=args.data, split=args.split, seed=args.seed, total_seconds=time.perf_counter() - start)
+    Path(args.out, "generation.json").write_text(json.dumps(written, indent=2))
+    for name, sec in written["seconds"].items():
+        print(f"{name:18s} {sec:7.1f} s")
+    if written["reused"]:
+        print(f"kept from an earlier run with the same images and seed: {', '.join(written['reused'])}")
+    print(f"{len(corruptions)} corruptions x {len(args.severities)} severities x {len(pixels)} images in "
+          f"{written['total_seconds']:.0f} s -> {args.out}")
+    return written
+
+
 def cmd_active(args: argparse.Namespace) -> dict:
     from .active import history_table, run_active
 
@@ -439,7 +474,7 @@ def cmd_explain(args: argparse.Namespace) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"train-backbone": cmd_train_backbone, "fit": cmd_fit, "evaluate": cmd_evaluate, "run": cmd_run,
-               "cifar10c": cmd_cifar10c, "active": cmd_active,
+               "cifar10c": cmd_cifar10c, "imagenetc": cmd_imagenetc, "active": cmd_active,
                "explain": cmd_explain, "ood": cmd_ood}[args.command]
     try:
         command(args)
