@@ -119,3 +119,12 @@ def test_cli_writes_imagenet_c_that_the_loader_reads(imagenet_like, tmp_path):
     folder_order = sorted(range(6), key=lambda i: (sorted(CLASSES).index(CLASSES[clean_labels[i]]), i))
     assert [by_name[CLASSES[clean_labels[i]]] for i in folder_order] == labels.tolist()
     assert np.abs(images.astype(int) - expected[folder_order].astype(int)).mean() < 3
+
+
+def test_the_ood_corrupted_set_takes_the_parameters_of_the_image_size():
+    from timm_introspect.ood.data import corrupted_images
+
+    rng = np.random.default_rng(0)
+    large, small = (rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8) for s in (224, 32))
+    assert np.array_equal(corrupted_images(large, 5, ["contrast"]), corrupt(large, "contrast", 5, dataset="imagenet"))
+    assert np.array_equal(corrupted_images(small, 5, ["contrast"]), corrupt(small, "contrast", 5))

@@ -64,9 +64,12 @@ def corrupted_images(clean: np.ndarray, severity: int = 5, corruptions: Sequence
                      frost_dir: str | None = None) -> np.ndarray:
     """CIFAR-10-C images: image ``i`` gets corruption ``corruptions[i % len(corruptions)]`` at ``severity``.
 
-    Default corruptions: the 15 common ones (frost only with ``frost_dir``, its overlay images).
+    Default corruptions: the 15 common ones (frost only with ``frost_dir``, its overlay images). 224 px
+    images (an ImageNet model's) get ImageNet-C's parameters, any other size CIFAR-10-C's.
     """
-    from ..cifar10c import COMMON, CORRUPTIONS, corrupt
+    from ..cifar10c import COMMON, CORRUPTIONS, IMAGENET_SIZE, corrupt
+
+    dataset = "imagenet" if clean.shape[1:3] == (IMAGENET_SIZE, IMAGENET_SIZE) else "cifar10"
 
     if corruptions is None:
         corruptions = [c for c in COMMON if c != "frost" or frost_dir]
@@ -75,7 +78,7 @@ def corrupted_images(clean: np.ndarray, severity: int = 5, corruptions: Sequence
         rows = np.arange(k, len(clean), len(corruptions))
         if len(rows):
             rng = np.random.default_rng([seed, CORRUPTIONS.index(name), severity])
-            out[rows] = corrupt(clean[rows], name, severity, rng, frost_dir=frost_dir)
+            out[rows] = corrupt(clean[rows], name, severity, rng, frost_dir=frost_dir, dataset=dataset)
     return out
 
 
