@@ -9,7 +9,7 @@ is averaged over seeds (± the standard deviation over seeds).
 
     # the CPU protocol (resnet10s_cifar, 100 + 400 x 5 rounds; about half an hour on 2 cores)
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/active_learning.py --data ../shared/data/cifar10 \\
-        --protocol cpu --seeds 0 1 --jobs 2 --out runs/active-cpu
+        --protocol cpu --seeds 0 1 2 --jobs 2 --out runs/active-cpu
     # the paper's protocol (CIFAR-stem ResNet-18, 100 + 1000 x 20 rounds), for a GPU
     python benchmarks/active_learning.py --data uoft-cs/cifar10 --protocol paper --seeds 0 1 2 --out runs/active-paper
 
