@@ -7,7 +7,7 @@ on the clean test images and on CIFAR-10-C Gaussian noise, and queries. Table 1'
 accuracy when querying through f, "Introspective" is H's accuracy when querying through H; the mean over rounds
 is averaged over seeds (± the standard deviation over seeds).
 
-    # the CPU protocol (resnet10s_cifar, 100 + 400 x 5 rounds; about half an hour on 2 cores)
+    # the CPU protocol (resnet10s_cifar, 100 + 400 x 5 rounds; about 17 min a seed with --jobs 2 on 2 cores)
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/active_learning.py --data ../shared/data/cifar10 \\
         --protocol cpu --seeds 0 1 2 --jobs 2 --out runs/active-cpu
     # the paper's protocol (CIFAR-stem ResNet-18, 100 + 1000 x 20 rounds), for a GPU
