@@ -136,9 +136,7 @@ def main(argv=None) -> dict:
     elif args.corrupted:  # ImageNet-C: every <corruption>/<severity> folder holds the same files, in one order
         def sets(c: str, s: int) -> tuple[np.ndarray, np.ndarray]:
             # labels: the index of each wnid among the sorted ones, ImageNet-1k's class order (ImageFolder's)
-            images, y = load_imagenet_c(args.corrupted, c, s)
-            rows = np.sort(np.random.default_rng(args.seed).permutation(len(y))[: min(limit or len(y), len(y))])
-            return images[rows], y[rows]
+            return load_imagenet_c(args.corrupted, c, s, limit=limit, seed=args.seed)  # decodes only those
     results = corruption_benchmark(head, clean, labels, calibration, corruptions, args.severities, sets=sets,
                                    seed=args.seed, frost_dir=args.frost_dir, batch_size=args.batch_size,
                                    dataset=GENERATOR[args.dataset])

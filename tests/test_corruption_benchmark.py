@@ -97,6 +97,10 @@ def test_imagenet_c_release_layout_is_read(imagenet_like, tmp_path):
     assert sorted(y.tolist()) == sorted(labels.tolist()) and images.shape[1:] == (224, 224, 3)
     assert (row["f"]["accuracy"], row["H"]["accuracy"]) == pytest.approx(accuracy(head, images, y))
     assert row["f"]["count"] == 12 and results["sets_from"] == str(tmp_path / "ImageNet-C")
+    # with a limit only a seeded subset of positions is decoded: the same in every set of the release
+    few, few_y = load_imagenet_c(tmp_path / "ImageNet-C", "contrast", 5, limit=5, seed=1)
+    keep = np.sort(np.random.default_rng(1).permutation(12)[:5])
+    assert np.array_equal(few, images[keep]) and np.array_equal(few_y, y[keep])
     assert json.loads((tmp_path / "out" / "results.json").read_text())["corrupted"][0]["f"] == row["f"]
 
 

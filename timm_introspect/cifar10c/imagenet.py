@@ -333,7 +333,15 @@ def _label_indices(wnids: list[str], classes: Sequence[str] | None, where: str,
     return np.array([index[w] for w in wnids], dtype=np.int64)
 
 
-def _from_folder(folder: Path, classes: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Positions ``0..n-1`` to read: all, or a seeded subset of ``limit`` of them, in order."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def _from_folder(folder: Path, classes: Sequence[str] | None, limit: int | None = None,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     entries = []
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     for cls in class_dirs:
@@ -346,11 +354,13 @@ def _from_folder(folder: Path, classes: Sequence[str] | None) -> tuple[np.ndarra
     if not entries:
         raise DataError(f"{folder} holds no images in class folders (<wnid>/<file>.JPEG): not ImageNet-C's layout")
     labels = _label_indices([w for w, _ in entries], classes, str(folder), [d.name for d in class_dirs])
-    return _stack([(_Lazy(f), f"{w}/{f.name}") for w, f in entries], str(folder)), labels
+    keep = _subset(len(entries), limit, seed)  # only these are decoded
+    entries = [entries[i] for i in keep]
+    return _stack([(_Lazy(f), f"{w}/{f.name}") for w, f in entries], str(folder)), labels[keep]
 
 
 def _from_imagenet_rows(ds, corruption: str, severity: int, classes: Sequence[str] | None,
-                        where: str) -> tuple[np.ndarray, np.ndarray]:
+                        where: str, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One ``(corruption, severity)`` of rows ``(image, label, corruption, severity[, index])``."""
     image, label, name, level, index = _row_columns(ds, where, "ImageNet-C")
     names = np.asarray(ds[name])
@@ -362,6 +372,7 @@ def _from_imagenet_rows(ds, corruption: str, severity: int, classes: Sequence[st
                         f"{', '.join(found[:20])}{' ...' if len(found) > 20 else ''}")
     if index:
         rows = rows[np.argsort(np.asarray(ds[index])[rows], kind="stable")]
+    rows = rows[_subset(len(rows), limit, seed)]  # only these are decoded
     raw = np.asarray(ds[label])[rows]
     if raw.dtype.kind in "US":  # wnids as labels
         labels = _label_indices(raw.tolist(), classes, where)
@@ -376,7 +387,7 @@ def _from_imagenet_rows(ds, corruption: str, severity: int, classes: Sequence[st
 def load_imagenet_c(
     source: str | Path, corruption: str, severity: int, classes: Sequence[str] | None = None, *,
     revision: str | None = None, split: str = "test", config: str | None = None,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One corruption at one severity of ImageNet-C: ``(images (n, H, W, 3) uint8, labels (n,) int64)``.
 
@@ -386,8 +397,12 @@ def load_imagenet_c(
     their order, or follow an ``index`` column); or a dataset repo on the Hub holding either (of the
     layout, only the asked-for folder is downloaded). Labels are the index of each image's wnid in
     ``classes`` (e.g. the 1,000 ImageNet wnids in order), by default among the sorted wnids present;
-    integer labels in rows are kept. All images are decoded into memory (about 7.5 GB for 50,000).
+    integer labels in rows are kept. The images are decoded into memory (about 7.5 GB for 50,000): with
+    ``limit``, only a seeded subset of ``limit`` positions (the same in every set of one release, for a given
+    ``seed``), kept in order.
     """
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError(f"limit must be a positive number of images, got {limit}")
     if corruption not in CORRUPTIONS:
         raise InvalidArgumentError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
     if severity not in _SEVERITIES:
@@ -403,7 +418,7 @@ def load_imagenet_c(
             raise DataError(f"{path} is not a folder: pass ImageNet-C's folder (<corruption>/<severity>/<wnid>/...) "
                             "or a folder of rows")
         if (path / key).is_dir():
-            return _from_folder(path / key, classes)
+            return _from_folder(path / key, classes, limit, seed)
         present = [c for c in CORRUPTIONS if (path / c).is_dir()]
         if present:
             raise DataError(f"{path} lacks {key} (it has {', '.join(present)}): generate it with write_imagenet_c "
@@ -414,12 +429,12 @@ def load_imagenet_c(
             rows = datasets.load_dataset(str(path), config, split=split, cache_dir=cache_dir)
         except (FileNotFoundError, ValueError) as err:
             raise DataError(f"{path} is neither ImageNet-C's layout nor rows that datasets reads ({err})") from err
-        return _from_imagenet_rows(rows, corruption, severity, classes, str(path))
-    return _from_hub(str(source), corruption, severity, classes, revision, split, config, cache_dir)
+        return _from_imagenet_rows(rows, corruption, severity, classes, str(path), limit, seed)
+    return _from_hub(str(source), corruption, severity, classes, revision, split, config, cache_dir, limit, seed)
 
 
 def _from_hub(repo: str, corruption: str, severity: int, classes, revision, split, config,
-              cache_dir) -> tuple[np.ndarray, np.ndarray]:
+              cache_dir, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
@@ -440,7 +455,7 @@ def _from_hub(repo: str, corruption: str, severity: int, classes, revision, spli
         if not found:
             raise DataError(f"cannot reach the Hub for {repo} and its {key} is not in the cache "
                             f"({type(err).__name__}); connect, or pass a local folder") from err
-        return _from_folder(found[0], classes)
+        return _from_folder(found[0], classes, limit, seed)
     layout = re.compile(rf"(?:(.*)/)?{re.escape(key)}/[^/]+/[^/]+$")
     prefixes = {m.group(1) or "" for f in files if (m := layout.match(f))
                 and f.lower().endswith(IMAGE_EXTENSIONS)}
@@ -452,7 +467,7 @@ def _from_hub(repo: str, corruption: str, severity: int, classes, revision, spli
         pattern = f"{prefix}/{key}/*" if prefix else f"{key}/*"
         folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,
                                         allow_patterns=[pattern]))
-        return _from_folder(folder / prefix / key, classes)
+        return _from_folder(folder / prefix / key, classes, limit, seed)
     import datasets
 
     try:
@@ -460,4 +475,4 @@ def _from_hub(repo: str, corruption: str, severity: int, classes, revision, spli
     except (FileNotFoundError, ValueError) as err:
         raise DataError(f"{repo} holds neither ImageNet-C's layout ({key}/<wnid>/<file>) nor rows that datasets "
                         f"reads ({err})") from err
-    return _from_imagenet_rows(rows, corruption, severity, classes, repo)
+    return _from_imagenet_rows(rows, corruption, severity, classes, repo, limit, seed)
