@@ -413,13 +413,18 @@ def cmd_cifar10c(args: argparse.Namespace) -> dict:
     written = write_official(args.out, pixels, labels, corruptions, seed=args.seed, frost_dir=args.frost_dir)
     written.update(data=args.data, split=args.split, images=len(pixels), seed=args.seed,
                    total_seconds=time.perf_counter() - start)
+    return _report_generation(args, written, f"{len(corruptions)} corruptions x 5 severities x {len(pixels)} images",
+                              " (md5 sums in generation.json)")
+
+
+def _report_generation(args: argparse.Namespace, written: dict, what: str, extra: str = "") -> dict:
+    """Write ``generation.json`` and print the seconds per corruption of a corruption generator."""
     Path(args.out, "generation.json").write_text(json.dumps(written, indent=2))
     for name, sec in written["seconds"].items():
         print(f"{name:18s} {sec:7.1f} s")
     if written["reused"]:
         print(f"kept from an earlier run with the same images and seed: {', '.join(written['reused'])}")
-    print(f"{len(corruptions)} corruptions x 5 severities x {len(pixels)} images in {written['total_seconds']:.0f} s "
-          f"-> {args.out} (md5 sums in generation.json)")
+    print(f"{what} in {written['total_seconds']:.0f} s -> {args.out}{extra}")
     return written
 
 
@@ -435,14 +440,8 @@ def cmd_imagenetc(args: argparse.Namespace) -> dict:
     written = write_imagenet_c(args.out, pixels, labels, classes=images.label_names, corruptions=corruptions,
                                severities=args.severities, seed=args.seed, frost_dir=args.frost_dir)
     written.update(data=args.data, split=args.split, seed=args.seed, total_seconds=time.perf_counter() - start)
-    Path(args.out, "generation.json").write_text(json.dumps(written, indent=2))
-    for name, sec in written["seconds"].items():
-        print(f"{name:18s} {sec:7.1f} s")
-    if written["reused"]:
-        print(f"kept from an earlier run with the same images and seed: {', '.join(written['reused'])}")
-    print(f"{len(corruptions)} corruptions x {len(args.severities)} severities x {len(pixels)} images in "
-          f"{written['total_seconds']:.0f} s -> {args.out}")
-    return written
+    return _report_generation(args, written, f"{len(corruptions)} corruptions x {len(args.severities)} severities x "
+                                             f"{len(pixels)} images")
 
 
 def cmd_active(args: argparse.Namespace) -> dict:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..errors import DataError, InvalidArgumentError
 from .corruptions import CORRUPTIONS, IMAGENET_SIZE, corrupt
-from .release import GENERATOR_VERSION, _row_columns
+from .release import GENERATOR_VERSION, _hub_files, _row_columns
 
 __all__ = ["IMAGE_EXTENSIONS", "JPEG_OPTIONS", "imagenet_preprocess", "load_imagenet_c", "write_imagenet_c"]
 
@@ -435,16 +435,13 @@ def load_imagenet_c(
 
 def _from_hub(repo: str, corruption: str, severity: int, classes, revision, split, config,
               cache_dir, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import snapshot_download
 
     key = f"{corruption}/{severity}"
     try:
-        files = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
-    except RevisionNotFoundError as err:
-        raise DataError(f"the dataset repo {repo} has no revision {revision!r}") from err
-    except RepositoryNotFoundError as err:
-        raise DataError(f"{repo} is neither a local path nor a dataset repo on the Hub") from err
+        files = _hub_files(repo, revision)
+    except DataError:
+        raise
     except Exception as err:  # offline, no network: the layout's folder if it is in the cache
         try:
             folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,

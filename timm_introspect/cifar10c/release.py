@@ -246,6 +246,20 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
     return data, labels
 
 
+def _hub_files(repo: str, revision: str | None) -> list[str]:
+    """The files of a dataset repo on the Hub. A repo or revision that does not exist raises :class:`DataError`;
+    anything else (offline, no network) propagates, for the caller to fall back on the cache."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
+    except RevisionNotFoundError as err:
+        raise DataError(f"the dataset repo {repo} has no revision {revision!r}") from err
+    except RepositoryNotFoundError as err:
+        raise DataError(f"{repo} is neither a local path nor a dataset repo on the Hub") from err
+
+
 def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None,
                   md5: dict[str, str] | str | None = None, *, revision: str | None = None, split: str = "test",
                   cache_dir: str | Path | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -264,17 +278,14 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
             rows = datasets.load_dataset(str(path), split=split, cache_dir=cache_dir)
             return _from_rows(rows, corruptions, str(path))
         return load_official(path, corruptions, md5)
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import hf_hub_download, snapshot_download
 
     repo = str(source)
     wanted = (set(f"{c}.npy" for c in corruptions) | {"labels.npy"}) if corruptions else None
     try:
-        files = HfApi().list_repo_files(repo, repo_type="dataset", revision=revision)
-    except RevisionNotFoundError as err:
-        raise DataError(f"the dataset repo {repo} has no revision {revision!r}") from err
-    except RepositoryNotFoundError as err:
-        raise DataError(f"{repo} is neither a local path nor a dataset repo on the Hub") from err
+        files = _hub_files(repo, revision)
+    except DataError:
+        raise
     except Exception as err:  # offline mode, no network, a server error: the .npy files already cached
         patterns = sorted(f"*{n}" for n in wanted) if wanted else ["*.npy"]
         unreachable = (f"cannot reach the Hub for {repo} and {{what}} not in the cache ({type(err).__name__}); "
