@@ -86,6 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--backbone", action="append", default=[], help="SEED=DIR: reuse f trained by `run --seed SEED`")
     p.add_argument("--variants", nargs="*", default=None, help=f"default: all of {', '.join(VARIANTS)}")
     p.add_argument("--corruption-images", type=int, default=500, help="test images each corrupted set is made from")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="f's label smoothing when f is trained here (default: the CPU recipe's 0.1; the paper's f: 0)")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -110,8 +112,11 @@ def backbone_for(seed: int, args, train) -> torch.nn.Module:
             raise SystemExit(f"{folder} was not trained with --seed {seed} and a 0.1 holdout of the full split")
         return load_backbone(folder)
     cpu = PRESETS["cpu"]  # the main job's recipe: architecture, schedule, batch size
+    schedule = dict(cpu["backbone"])
+    if args.label_smoothing is not None:
+        schedule["label_smoothing"] = args.label_smoothing
     return train_backbone(train, Path(args.out) / f"seed{seed}" / "backbone", cpu["model"], True,
-                          Schedule(**cpu["backbone"]), cpu["batch_size"], seed, holdout=0.1, channels_last=True)
+                          Schedule(**schedule), cpu["batch_size"], seed, holdout=0.1, channels_last=True)
 
 
 def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch.Tensor]:
