@@ -87,7 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--variants", nargs="*", default=None, help=f"default: all of {', '.join(VARIANTS)}")
     p.add_argument("--corruption-images", type=int, default=500, help="test images each corrupted set is made from")
     p.add_argument("--label-smoothing", type=float, default=None,
-                   help="f's label smoothing when f is trained here (default: the CPU recipe's 0.1; the paper's f: 0)")
+                   help="f's label smoothing (default: the CPU recipe's, 0 as the paper's f; the first study: 0.1)")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -110,6 +110,9 @@ def backbone_for(seed: int, args, train) -> torch.nn.Module:
         info = json.loads((folder / "training.json").read_text())
         if info.get("seed") != seed or info.get("holdout") != 0.1 or info.get("limit") is not None:
             raise SystemExit(f"{folder} was not trained with --seed {seed} and a 0.1 holdout of the full split")
+        if args.label_smoothing is not None and info["schedule"]["label_smoothing"] != args.label_smoothing:
+            raise SystemExit(f"{folder}'s f was trained with label smoothing {info['schedule']['label_smoothing']}, "
+                             f"not --label-smoothing {args.label_smoothing}")
         return load_backbone(folder)
     cpu = PRESETS["cpu"]  # the main job's recipe: architecture, schedule, batch size
     schedule = dict(cpu["backbone"])
