@@ -14,7 +14,7 @@ from torch import nn
 
 from timm_introspect import find_classifiers
 
-__all__ = ["CLASSES", "make_images", "rel_err", "timm_model", "write_parquet"]
+__all__ = ["CLASSES", "make_images", "original_clipped_zoom", "rel_err", "timm_model", "write_parquet"]
 
 
 @functools.cache
@@ -62,3 +62,15 @@ def write_parquet(folder: Path, split: str, images, labels=None, label_names=CLA
         features["label"] = datasets.ClassLabel(names=label_names)
     ds = datasets.Dataset.from_dict(data, features=datasets.Features(features))
     ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+
+
+def original_clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
+    """The CIFAR / ImageNet generators' clipped_zoom, one image ``(H, W, C)`` at a time (the tests' reference)."""
+    from scipy.ndimage import zoom
+
+    h = img.shape[0]
+    ch = int(np.ceil(h / factor))
+    top = (h - ch) // 2
+    img = zoom(img[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
+    trim = (img.shape[0] - h) // 2
+    return img[trim : trim + h, trim : trim + h]

@@ -303,15 +303,7 @@ def test_zoom_matrix_equals_scipy_zoom(clean, factor):
 
 
 def test_zoom_blur_is_the_original_average(clean):
-    from scipy.ndimage import zoom
-
-    def clipped_zoom(img, factor):  # the original's, one image at a time
-        h = img.shape[0]
-        ch = int(np.ceil(h / factor))
-        top = (h - ch) // 2
-        img = zoom(img[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
-        trim = (img.shape[0] - h) // 2
-        return img[trim : trim + h, trim : trim + h]
+    from helpers import original_clipped_zoom as clipped_zoom  # the original's, one image at a time
 
     for severity, stop in enumerate((1.06, 1.11, 1.16, 1.21, 1.26), start=1):
         factors = np.arange(1, stop, 0.01)  # as the original writes them
