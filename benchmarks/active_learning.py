@@ -2,7 +2,7 @@
 
 For every seed and query strategy (random, entropy, least confidence, margin, BALD, BADGE), one run queries
 through f and one through H (random reads neither: one run serves both rows). Each run is
-``timm_introspect.active.run_active_learning``: every round trains f, fits H on the labeled set, scores f and H
+``timm_introspect.apps.active.run_active_learning``: every round trains f, fits H on the labeled set, scores f and H
 on the clean test images and on CIFAR-10-C Gaussian noise, and queries. Table 1's "Feed-Forward" row is f's
 accuracy when querying through f, "Introspective" is H's accuracy when querying through H; the mean over rounds
 is averaged over seeds (± the standard deviation over seeds).
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from timm_introspect.active import PROTOCOLS, STRATEGIES, ActiveData, load_active_data, protocol_config
-from timm_introspect.plots import pyplot
+from timm_introspect.apps.active import PROTOCOLS, STRATEGIES, ActiveData, load_active_data, protocol_config
+from timm_introspect.jobs.plots import pyplot
 
 LABELS = {"random": "Random", "entropy": "Entropy", "least_confidence": "Least confidence", "margin": "Margin",
           "bald": "BALD", "badge": "BADGE"}
@@ -87,7 +87,7 @@ def run_one(data_path: str, config: dict, out_dir: str, threads: int | None) -> 
     """One run in a worker process; its progress bars go to ``<run>/log.txt``."""
     import torch
 
-    from timm_introspect.active import ActiveConfig, run_active_learning
+    from timm_introspect.apps.active import ActiveConfig, run_active_learning
 
     if threads:
         torch.set_num_threads(threads)

@@ -25,7 +25,7 @@ dataset repo (``YashP54/cifar10-c``), whose images are the test split in order.
 center crop 224) and are corrupted with its parameters; f must take 224 px inputs (its mean and std are
 used). ``--corrupted`` takes ImageNet-C in the release's layout (``<corruption>/<severity>/<wnid>/...``,
 e.g. made by ``write_imagenet_c``; labels are each wnid's index among the sorted wnids, ImageNet-1k's class
-order), or rows / a Hub repo (:func:`~timm_introspect.cifar10c.load_imagenet_c`); with ``--limit`` the same
+order), or rows / a Hub repo (:func:`~timm_introspect.data.cifar10c.load_imagenet_c`); with ``--limit`` the same
 seeded subset of positions is taken from every set, and an independent one from the clean split.
 
 Held-out clean images for T: the ones the model records (``head.calibration``: f trained with
@@ -45,11 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from timm_introspect import IntrospectionError, IntrospectiveHead
-from timm_introspect.backbones import HF_HUB_PREFIX
-from timm_introspect.cifar10c import CORRUPTIONS, imagenet_preprocess, load_cifar10c, load_imagenet_c
-from timm_introspect.data import load_images
-from timm_introspect.plots import corruption_plots, pyplot
-from timm_introspect.robustness import calibration_images, corruption_benchmark, summary_table
+from timm_introspect.data.cifar10c import CORRUPTIONS, imagenet_preprocess, load_cifar10c, load_imagenet_c
+from timm_introspect.data.images import load_images
+from timm_introspect.io.backbones import HF_HUB_PREFIX
+from timm_introspect.jobs.plots import corruption_plots, pyplot
+from timm_introspect.jobs.robustness import calibration_images, corruption_benchmark, summary_table
 
 QUICK_CORRUPTIONS = ("gaussian_noise", "glass_blur", "contrast", "jpeg_compression")
 GENERATOR = {"cifar10c": "cifar10", "imagenetc": "imagenet"}  # --dataset -> the parameters corrupt() uses

@@ -30,11 +30,11 @@ import torch
 from explain_cost import cost_table, measure_cost
 from tqdm.auto import tqdm
 
-from timm_introspect.data import load_images
-from timm_introspect.explain import Explainer, deletion_logits, margin_auc
-from timm_introspect.explain.job import load_classifier
-from timm_introspect.plots import pyplot
-from timm_introspect.robustness import normalized_batches
+from timm_introspect.apps.explain import Explainer, deletion_logits, margin_auc
+from timm_introspect.apps.explain.job import load_classifier
+from timm_introspect.data.images import load_images
+from timm_introspect.jobs.plots import pyplot
+from timm_introspect.jobs.robustness import normalized_batches
 
 FRACTIONS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 KINDS = ("contrastive", "grad-cam", "random")

@@ -25,7 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from timm_introspect.explain import Explainer
+from timm_introspect.apps.explain import Explainer
 
 
 def _median_seconds(ways: dict, repeats: int) -> dict[str, float]:
@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
     if args.backbone:
         from timm.data import resolve_model_data_config
 
-        from timm_introspect.explain.job import load_classifier
+        from timm_introspect.apps.explain.job import load_classifier
 
         model, _ = load_classifier(args.backbone, args.checkpoint)
         size = resolve_model_data_config(model)["input_size"]

@@ -3,7 +3,7 @@
 For every architecture in ``timm.list_models()`` (or a seeded sample, a shard, or patterns): build it with
 random weights and ``num_classes=10`` at a small input size (as ``benchmarks/timm_coverage.py`` does; at its
 own input size when the small one leaves a 1x1 map), let
-:class:`~timm_introspect.explain.Explainer` plan, make all 10 contrastive maps for two images, and check
+:class:`~timm_introspect.apps.explain.Explainer` plan, make all 10 contrastive maps for two images, and check
 them against autograd the authors' way (one image, ``F.cross_entropy(z, Q).backward()``, the gradient at
 the same layer averaged over positions) for two Q. One row per architecture, then a summary::
 
@@ -35,8 +35,8 @@ from timm_coverage import build, count_params, run_census, select
 from torch import nn
 
 from timm_introspect import IntrospectionError, NoSpatialMapError, find_classifiers
-from timm_introspect.explain import Explainer
-from timm_introspect.explain.layout import spatial
+from timm_introspect.apps.explain import Explainer
+from timm_introspect.apps.explain.layout import spatial
 
 warnings.filterwarnings("ignore")
 

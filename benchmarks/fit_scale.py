@@ -58,7 +58,7 @@ def make_dataset(data: str, n: int, num_classes: int, folder: Path) -> None:
     import datasets
     from PIL import Image
 
-    from timm_introspect.data import load_images
+    from timm_introspect.data.images import load_images
 
     images, _ = load_images(data, "test", limit=n, seed=0).arrays()
     rows = []
@@ -91,7 +91,7 @@ def run_fit(args, backbone: Path, data: Path, out: Path, cache: Path, epochs: in
 def main(argv=None) -> dict:
     import timm
 
-    from timm_introspect.hub import save_backbone
+    from timm_introspect.io.hub import save_backbone
 
     args = parse_args(argv)
     out = Path(args.out)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from timm_introspect.cifar10c import CORRUPTIONS, corrupt, imagenet_preprocess
-from timm_introspect.cifar10c.imagenet import JPEG_OPTIONS
-from timm_introspect.data import load_images
+from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt, imagenet_preprocess
+from timm_introspect.data.cifar10c.imagenet import JPEG_OPTIONS
+from timm_introspect.data.images import load_images
 
 
 def parse_args(argv=None):

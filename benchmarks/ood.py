@@ -48,7 +48,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from timm_introspect.ood import run_ood
+    from timm_introspect.apps.ood import run_ood
 
     try:
         result = run_ood(args.model, args.ood, out=args.out, plots=not args.no_plots, auto_open_set=True,

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from timm_introspect import IntrospectiveHead, find_classifiers, introspection_loss, list_nets
-from timm_introspect.models import create_model
+from timm_introspect.nets.cifar import create_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile f (and H)")
     p.add_argument("--loss", default="mse")
     p.add_argument("--head", choices=list_nets(), default="mlp",
-                   help="H: the paper's MLP on materialized r_x, or one reading r_x factored (timm_introspect.lowrank)")
+                   help="H: the paper's MLP on materialized r_x, or one reading r_x factored "
+                        "(timm_introspect.nets.lowrank)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--paper-images", type=int, default=32, help="images timed one by one for (d)")
@@ -165,7 +166,7 @@ def bench_dataset(name: str, batch: int, args) -> dict:
     """One pass over a dataset (decode, transform, batch) with f alone vs with r_x extraction."""
     from torch.utils.data import DataLoader
 
-    from timm_introspect.data import load_images, make_transform
+    from timm_introspect.data.images import load_images, make_transform
 
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Active learning (timm_introspect.active) on tiny 32 px data and a tiny timm ResNet: every strategy queries n
+"""Active learning (timm_introspect.apps.active) on tiny 32 px data and a tiny timm ResNet: every strategy queries n
 distinct unlabeled images through f and through H, BADGE's embeddings are per-image autograd gradients, BALD's
 dropout really samples, and a killed loop resumes to the uninterrupted result. Nothing is timed here."""
 
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from helpers import make_images, rel_err
 
 from timm_introspect import CheckpointError, InvalidArgumentError
-from timm_introspect.active import (
+from timm_introspect.apps.active import (
     STRATEGIES,
     ActiveConfig,
     ActiveData,
@@ -29,10 +29,10 @@ from timm_introspect.active import (
     mc_dropout,
     run_active_learning,
 )
-from timm_introspect.active.learner import fit_h
+from timm_introspect.apps.active.learner import fit_h
 from timm_introspect.cli import main
-from timm_introspect.robustness import normalized_batches
-from timm_introspect.training import Schedule
+from timm_introspect.jobs.robustness import normalized_batches
+from timm_introspect.training.loop import Schedule
 
 MODEL = "test_resnet_cifar"
 
@@ -201,7 +201,7 @@ def _round_summary(result: dict) -> list:
 
 KILLED = textwrap.dedent("""
     import json, os, sys
-    from timm_introspect.active import ActiveConfig, ActiveData, run_active_learning
+    from timm_introspect.apps.active import ActiveConfig, ActiveData, run_active_learning
     data = ActiveData.load(sys.argv[1])
     config = ActiveConfig(**json.loads(sys.argv[2]))
     def kill(k, record):

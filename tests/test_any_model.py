@@ -16,8 +16,8 @@ from timm.data import create_transform, resolve_model_data_config
 
 from timm_introspect import CheckpointError, IntrospectiveHead, resolve_backbone
 from timm_introspect.cli import main
-from timm_introspect.data import load_images, make_loader, make_transform
-from timm_introspect.hub import save_backbone
+from timm_introspect.data.images import load_images, make_loader, make_transform
+from timm_introspect.io.hub import save_backbone
 
 #: an ImageNet-style data config unlike CIFAR's: its own size, crop, interpolation, mean and std
 OWN_CONFIG = dict(input_size=(3, 48, 48), crop_pct=0.8, interpolation="bicubic", mean=(0.1, 0.2, 0.3),
@@ -191,7 +191,7 @@ def test_a_folder_or_hub_id_takes_no_checkpoint(tmp_path):
 def test_arrays_for_a_model_are_its_own_resize_and_crop(tmp_path):
     """What the benchmarks score (uint8 arrays, normalized by the model's mean and std) equals the model's
     own evaluation transform."""
-    from timm_introspect.robustness import normalized_batches
+    from timm_introspect.jobs.robustness import normalized_batches
 
     f = small_model(**OWN_CONFIG)
     images, labels = make_images(4, seed=3, size=40)

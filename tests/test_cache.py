@@ -19,9 +19,9 @@ from accelerate import Accelerator
 from helpers import make_images, write_parquet
 
 from timm_introspect import IntrospectiveHead
-from timm_introspect import cache as cache_module
-from timm_introspect.cache import extract_features, open_mapped
-from timm_introspect.data import load_images
+from timm_introspect.data.images import load_images
+from timm_introspect.training import cache as cache_module
+from timm_introspect.training.cache import extract_features, open_mapped
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_the_cache_is_a_safetensors_file_read_back_mapped(train, tmp_path, facto
 
 
 def test_features_equal_the_head_on_the_same_batch(train, tmp_path):
-    from timm_introspect.data import make_loader
+    from timm_introspect.data.images import make_loader
 
     head = make_head(loss="ce")
     flat, _, _ = extract_features(Accelerator(), head, train, tmp_path, batch_size=16)
@@ -138,9 +138,9 @@ def test_a_factored_fit_on_1000_classes_never_materializes_rx(tmp_path):
     script = textwrap.dedent("""
         import json, resource, sys
         import timm, torch
-        from timm_introspect.data import load_images, make_loader
-        from timm_introspect.pipeline import fit_head
-        from timm_introspect.training import Schedule
+        from timm_introspect.data.images import load_images, make_loader
+        from timm_introspect.training.pipeline import fit_head
+        from timm_introspect.training.loop import Schedule
 
         def peak_mb():
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.filters import gaussian
 
-from timm_introspect.cifar10c import CORRUPTIONS, PARAMS, corrupt, load_official, write_official
+from timm_introspect.data.cifar10c import CORRUPTIONS, PARAMS, corrupt, load_official, write_official
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "cifar10c_params.json"
 CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
@@ -167,7 +167,7 @@ def motion_kernel(radius, sigma):
 
 
 def test_motion_blur_follows_imagemagick_taps():
-    from timm_introspect.cifar10c.corruptions import _imagemagick_motion_blur
+    from timm_introspect.data.cifar10c.corruptions import _imagemagick_motion_blur
 
     k = motion_kernel(6, 1.5)
     assert len(k) == 13  # ImageMagick's GetOptimalKernelWidth1D: 2 ceil(radius) + 1
@@ -226,7 +226,7 @@ def literal_plasma(decay, rng, size=32):
 
 
 def test_fog_is_the_plasma_fractal_blend(clean):
-    from timm_introspect.cifar10c.corruptions import _plasma_fractal
+    from timm_introspect.data.cifar10c.corruptions import _plasma_fractal
 
     maps = _plasma_fractal(1, 2.5, np.random.default_rng(3))
     assert np.allclose(maps[0], literal_plasma(2.5, np.random.default_rng(3)), atol=1e-12)
@@ -294,7 +294,7 @@ def test_snow_adds_flakes(clean):
 
 @pytest.mark.parametrize("factor", [1.0, 1.01, 1.06, 1.11, 1.17, 1.25])
 def test_zoom_matrix_equals_scipy_zoom(clean, factor):
-    from timm_introspect.cifar10c.corruptions import _clipped_zoom, _zoom_matrix
+    from timm_introspect.data.cifar10c.corruptions import _clipped_zoom, _zoom_matrix
 
     x = clean[:16].astype(np.float64) / 255
     zoom = _zoom_matrix(32, factor)
@@ -332,7 +332,7 @@ def test_motion_blur_is_imagemagick_bit_for_bit(clean):
                                      exc_type=ImportError)
     from wand.api import library
 
-    from timm_introspect.cifar10c.corruptions import _imagemagick_motion_blur
+    from timm_introspect.data.cifar10c.corruptions import _imagemagick_motion_blur
 
     library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
 
@@ -364,6 +364,6 @@ def test_missing_extra_names_it():
 
     code = ("import sys; sys.modules['cv2'] = None\n"
             "from timm_introspect import MissingDependencyError\n"
-            "try:\n    import timm_introspect.cifar10c\nexcept MissingDependencyError as err:\n    print(err)\n")
+            "try:\n    import timm_introspect.data.cifar10c\nexcept MissingDependencyError as err:\n    print(err)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "pip install 'timm-introspect[cifar10c]'" in proc.stdout, proc.stderr[-2000:]

@@ -8,7 +8,7 @@ from hub_server import Repo
 from huggingface_hub import constants
 
 from timm_introspect import DataError
-from timm_introspect.cifar10c import load_cifar10c, load_official, write_official
+from timm_introspect.data.cifar10c import load_cifar10c, load_official, write_official
 
 
 @pytest.fixture(scope="module")

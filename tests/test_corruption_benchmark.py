@@ -15,11 +15,11 @@ import torch
 from helpers import make_images, write_parquet
 
 from timm_introspect import IntrospectiveHead
-from timm_introspect.cifar10c import corrupt, imagenet_preprocess, load_imagenet_c, write_imagenet_c
-from timm_introspect.data import load_images
-from timm_introspect.pipeline import fit_head
-from timm_introspect.robustness import predict_arrays
-from timm_introspect.training import Schedule
+from timm_introspect.data.cifar10c import corrupt, imagenet_preprocess, load_imagenet_c, write_imagenet_c
+from timm_introspect.data.images import load_images
+from timm_introspect.jobs.robustness import predict_arrays
+from timm_introspect.training.loop import Schedule
+from timm_introspect.training.pipeline import fit_head
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cifar10c.py"
 
@@ -126,7 +126,7 @@ def test_cli_writes_imagenet_c_that_the_loader_reads(imagenet_like, tmp_path):
 
 
 def test_the_ood_corrupted_set_takes_the_parameters_of_the_image_size():
-    from timm_introspect.ood.data import corrupted_images
+    from timm_introspect.apps.ood.data import corrupted_images
 
     rng = np.random.default_rng(0)
     large, small = (rng.integers(0, 256, (2, s, s, 3), dtype=np.uint8) for s in (224, 32))

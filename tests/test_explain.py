@@ -17,14 +17,8 @@ import torch.nn.functional as F
 from helpers import CLASSES, make_images, rel_err, timm_model
 from PIL import Image
 
-from timm_introspect import (
-    InputShapeError,
-    InvalidArgumentError,
-    NoClassifierError,
-    NoSpatialMapError,
-    create_model,
-)
-from timm_introspect.explain import (
+from timm_introspect import InputShapeError, InvalidArgumentError, NoClassifierError, NoSpatialMapError, create_model
+from timm_introspect.apps.explain import (
     ContrastiveTarget,
     Explainer,
     contrastive_cam,
@@ -34,7 +28,7 @@ from timm_introspect.explain import (
     margin_auc,
     token_reshape,
 )
-from timm_introspect.hub import save_backbone
+from timm_introspect.io.hub import save_backbone
 
 VIT = dict(img_size=32, patch_size=8, depth=2)
 SWIN = dict(img_size=64, window_size=4, depths=(1, 1, 1, 1), embed_dim=24, num_heads=(1, 2, 2, 4))
@@ -319,7 +313,7 @@ def test_explain_job_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
     import sys
 
     from timm_introspect import MissingDependencyError
-    from timm_introspect.explain.job import explain_images
+    from timm_introspect.apps.explain.job import explain_images
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
     with pytest.raises(MissingDependencyError, match=r"timm-introspect\[explain\]"):

@@ -11,7 +11,7 @@ from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError
 
 from timm_introspect import CheckpointError, IntrospectiveHead
-from timm_introspect.hub import load_strict
+from timm_introspect.io.hub import load_strict
 
 
 def make_head(name: str, size: int, **kwargs) -> tuple[IntrospectiveHead, torch.Tensor]:
@@ -215,7 +215,7 @@ def test_cifar_model_is_a_registered_architecture_on_the_hub(hub, tmp_path):
 
 def test_the_layout_saved_before_registered_architectures_still_loads(tmp_path):
     """Older saves: a plain timm name with ``"cifar_stem": true`` in both configs, H saved by class name."""
-    from timm_introspect.pipeline import load_backbone
+    from timm_introspect.training.pipeline import load_backbone
 
     head, x = _deep_stem_head()
     head.save_pretrained(tmp_path / "m")

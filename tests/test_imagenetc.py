@@ -15,7 +15,7 @@ from scipy.ndimage import map_coordinates
 from skimage.filters import gaussian
 
 from timm_introspect import DataError
-from timm_introspect.cifar10c import (
+from timm_introspect.data.cifar10c import (
     CORRUPTIONS,
     IMAGENET_PARAMS,
     PARAMS,
@@ -246,7 +246,7 @@ def imagemagick_or_ours():
         from wand.api import library
         from wand.image import Image as WandImage
     except ImportError:
-        from timm_introspect.cifar10c.corruptions import _imagemagick_motion_blur
+        from timm_introspect.data.cifar10c.corruptions import _imagemagick_motion_blur
 
         def ours(img, radius, sigma, angle):
             return _imagemagick_motion_blur(img[None, ..., None] if img.ndim == 2 else img[None], radius, sigma,
@@ -490,7 +490,7 @@ def test_resume_skips_finished_folders(clean, release, tmp_path):
 
 
 def test_an_interrupted_run_resumes(clean, tmp_path, monkeypatch):
-    import timm_introspect.cifar10c.imagenet as imagenet
+    import timm_introspect.data.cifar10c.imagenet as imagenet
 
     real, calls = imagenet.corrupt, []
 

@@ -86,8 +86,8 @@ def test_low_rank_heads_round_trip(tmp_path, images):
 
 
 def test_factors_are_trained_without_weight_decay():
-    from timm_introspect.mlp import IntrospectiveMLP
-    from timm_introspect.training import Schedule
+    from timm_introspect.nets.mlp import IntrospectiveMLP
+    from timm_introspect.training.loop import Schedule
 
     net = FactorizedMLP([(10, 32)], 10, rank=8, hidden=(4,))
     opt = Schedule(epochs=1, weight_decay=5e-3).optimizer(net)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from timm_introspect.metrics import accuracy, brier_score, calibration_errors, classification_metrics, nll
+from timm_introspect.core.metrics import accuracy, brier_score, calibration_errors, classification_metrics, nll
 
 
 def logits_for(probs):
@@ -57,7 +57,7 @@ def test_ece_mce_match_torchmetrics(n, scale):
 
 
 def test_temperature_recovers_a_known_scale():
-    from timm_introspect.metrics import fit_temperature
+    from timm_introspect.core.metrics import fit_temperature
 
     g = torch.Generator().manual_seed(0)
     true_logits = torch.randn(4000, 10, generator=g, dtype=torch.float64) * 2

@@ -18,8 +18,7 @@ from PIL import Image
 from pytorch_ood.detector import KNN, GradNorm, odin_preprocessing
 
 from timm_introspect import DataError, IntrospectiveHead, InvalidArgumentError
-from timm_introspect.data import load_images
-from timm_introspect.ood import (
+from timm_introspect.apps.ood import (
     IntrospectiveEnergy,
     IntrospectiveGradNorm,
     IntrospectiveKNN,
@@ -45,9 +44,10 @@ from timm_introspect.ood import (
     represent,
     uniform_cross_entropy,
 )
-from timm_introspect.pipeline import fit_head, holdout_record, train_backbone
-from timm_introspect.robustness import calibration_images
-from timm_introspect.training import Schedule
+from timm_introspect.data.images import load_images
+from timm_introspect.jobs.robustness import calibration_images
+from timm_introspect.training.loop import Schedule
+from timm_introspect.training.pipeline import fit_head, holdout_record, train_backbone
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the CIFAR-stem models' normalization
 
@@ -420,7 +420,7 @@ def test_without_pytorch_ood_the_package_imports_and_ood_names_its_extra(tmp_pat
         "import timm_introspect\n"
         "from timm_introspect.cli import main\n"
         "try:\n"
-        "    import timm_introspect.ood\n"
+        "    import timm_introspect.apps.ood\n"
         "except timm_introspect.MissingDependencyError as err:\n"
         "    print('MISSING:', err)\n"
         "try:\n"

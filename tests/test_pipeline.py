@@ -18,9 +18,9 @@ import torch
 from helpers import CLASSES, make_images, write_parquet
 
 from timm_introspect import DataError, IntrospectiveHead
-from timm_introspect.data import load_images
-from timm_introspect.pipeline import evaluate, fit_head, load_backbone, train_backbone
-from timm_introspect.training import Schedule
+from timm_introspect.data.images import load_images
+from timm_introspect.training.loop import Schedule
+from timm_introspect.training.pipeline import evaluate, fit_head, load_backbone, train_backbone
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +276,7 @@ def test_holdout_needs_the_same_split(tiny, tmp_path):
 
 def _fit_statistics(backbone_dir, tiny, batch_size: int, loss: str = "mse-M") -> IntrospectiveHead:
     """M and the scale as IntrospectiveHead.fit estimates them on the images the pipeline sees."""
-    from timm_introspect.data import make_loader
+    from timm_introspect.data.images import make_loader
 
     model = load_backbone(backbone_dir)
     head = IntrospectiveHead.wrap(model, loss=loss)
@@ -319,8 +319,8 @@ def test_two_process_fit(tiny, backbone_dir, tmp_path):
 def test_fit_an_h_on_factors(tiny, backbone_dir, tmp_path, net):
     from accelerate import Accelerator
 
-    from timm_introspect.cache import extract_features
-    from timm_introspect.lowrank import FactorizedMLP, RankOneMLP
+    from timm_introspect.nets.lowrank import FactorizedMLP, RankOneMLP
+    from timm_introspect.training.cache import extract_features
 
     train, test = load_images(str(tiny), "train"), load_images(str(tiny), "test")
     cache = tmp_path / "cache"
@@ -386,14 +386,14 @@ def test_a_registered_toy_h_trains_saves_loads_and_evaluates(tiny, backbone_dir,
 def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_one_leaves_no_lock(tiny, backbone_dir, tmp_path):
     """Issue 15.2: two runs writing one --out at once; a run killed with SIGKILL does not block the next."""
     from timm_introspect import RunLockedError
-    from timm_introspect.training import exclusive_run
+    from timm_introspect.training.loop import exclusive_run
 
     train = load_images(str(tiny), "train")
     with exclusive_run(tmp_path / "h"):  # another run holds the folder
         with pytest.raises(RunLockedError, match="another run is writing to"):
             fit_head(load_backbone(backbone_dir), train, tmp_path / "h", loss="mse", schedule=head_schedule(1), **FAST)
     assert not (tmp_path / "h" / "model.safetensors").exists()
-    code = ("import os, sys, time; from timm_introspect.training import exclusive_run\n"
+    code = ("import os, sys, time; from timm_introspect.training.loop import exclusive_run\n"
             "with exclusive_run(sys.argv[1]):\n    print('locked', flush=True); time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "h")], stdout=subprocess.PIPE, text=True)
     try:

@@ -11,12 +11,12 @@ import torch
 from helpers import make_images, write_parquet
 
 from timm_introspect import DataError, IntrospectiveHead
-from timm_introspect.augment import BatchAugment
-from timm_introspect.data import load_images
-from timm_introspect.main_job import run
-from timm_introspect.pipeline import train_backbone
-from timm_introspect.robustness import calibration_images, summary_table
-from timm_introspect.training import SCHEDULES, Schedule
+from timm_introspect.data.augment import BatchAugment
+from timm_introspect.data.images import load_images
+from timm_introspect.jobs.main import run
+from timm_introspect.jobs.robustness import calibration_images, summary_table
+from timm_introspect.training.loop import SCHEDULES, Schedule
+from timm_introspect.training.pipeline import train_backbone
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,17 @@
 >>> head.fit(train_loader)             # target M and the [-1, 1] scale   # doctest: +SKIP
 >>> out = head(images)                 # out.logits (H), out.base_logits (f)   # doctest: +SKIP
 
-The public API: the head and its output; active learning through f or H (:mod:`timm_introspect.active`);
+The public API: the head and its output; active learning through f or H (:mod:`timm_introspect.apps.active`);
 explanations (Grad-CAM and "why P, rather than Q?" maps,
-:mod:`timm_introspect.explain`); the H networks and their registry; the losses, features and statistics
+:mod:`timm_introspect.apps.explain`); the H networks and their registry; the losses, features and statistics
 of the functional core; the metrics; CIFAR-stem timm models; f from a folder, an ``hf-hub:`` id or a
 checkpoint (:func:`resolve_backbone`); the errors. The jobs
-(:mod:`timm_introspect.pipeline`), the feature cache (:mod:`.cache`), saving and loading
+(:mod:`timm_introspect.training.pipeline`), the feature cache (:mod:`.cache`), saving and loading
 (:mod:`.hub`), CIFAR-10-C (:mod:`.cifar10c`) and OOD detection (:mod:`.ood`, the ``[ood]`` extra) are
 imported from their modules.
 """
 
-from .active import (
+from .apps.active import (
     STRATEGIES,
     ActiveConfig,
     ActiveData,
@@ -27,8 +27,14 @@ from .active import (
     load_active_data,
     run_active_learning,
 )
-from .backbones import resolve_backbone
-from .classifier import ClassifierLayer, find_classifiers
+from .apps.explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
+from .core.classifier import ClassifierLayer, find_classifiers
+from .core.features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
+from .core.losses import LOSSES, introspection_loss, loss_delta, parse_loss
+from .core.metrics import accuracy, brier_score, calibration_errors, classification_metrics, fit_temperature, nll
+from .core.reference import autograd_features
+from .core.scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler, scale_features
+from .core.stats import MaxLogitMean
 from .errors import (
     CheckpointError,
     DataError,
@@ -45,18 +51,12 @@ from .errors import (
     UnknownNetError,
     UnsupportedClassifierError,
 )
-from .explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
-from .features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
-from .head import IntrospectiveHead, IntrospectiveOutput
-from .losses import LOSSES, introspection_loss, loss_delta, parse_loss
-from .lowrank import FactorizedMLP, RankOneMLP
-from .metrics import accuracy, brier_score, calibration_errors, classification_metrics, fit_temperature, nll
-from .mlp import IntrospectiveMLP
-from .models import CIFAR_ARCHS, create_model, use_cifar_stem
-from .reference import autograd_features
-from .registry import create_net, list_nets, register_net
-from .scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler, scale_features
-from .stats import MaxLogitMean
+from .io.backbones import resolve_backbone
+from .model.head import IntrospectiveHead, IntrospectiveOutput
+from .nets.cifar import CIFAR_ARCHS, create_model, use_cifar_stem
+from .nets.lowrank import FactorizedMLP, RankOneMLP
+from .nets.mlp import IntrospectiveMLP
+from .nets.registry import create_net, list_nets, register_net
 from .version import __version__
 
 __all__ = [

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from .data import load_images
+from .data.images import load_images
 from .errors import IntrospectionError
-from .training import SCHEDULES, Schedule
+from .training.loop import SCHEDULES, Schedule
 
 #: Presets: "cpu" is the CPU recipe of the main job (README); "quick" a smoke run in minutes; "paper" the
 #: paper's recipe (Appendix C.1).
@@ -89,7 +89,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _net_arg(p: argparse.ArgumentParser) -> None:
-    from .registry import list_nets
+    from .nets.registry import list_nets
 
     p.add_argument("--net", choices=list_nets(), default="mlp",
                    help="H: the paper's MLP on r_x, or an H on r_x's factors (delta, h) that never materializes it")
@@ -208,7 +208,7 @@ def ood_arguments(p: argparse.ArgumentParser, ood_default: list[str] | None = No
 
 
 def ood_job_kwargs(args: argparse.Namespace) -> dict:
-    """:func:`timm_introspect.ood.run_ood`'s keyword arguments from :func:`ood_arguments`' namespace."""
+    """:func:`timm_introspect.apps.ood.run_ood`'s keyword arguments from :func:`ood_arguments`' namespace."""
     return dict(data=args.data, split=args.split, train_split=args.train_split, id_images=args.id_images,
                 ood_images=args.ood_images, fit_images=args.fit_images, conditions=args.conditions, quick=args.quick,
                 batch_size=args.batch_size, k=args.k, ood_split=args.ood_split, ood_image_column=args.ood_image_column,
@@ -216,7 +216,7 @@ def ood_job_kwargs(args: argparse.Namespace) -> dict:
 
 
 def cmd_ood(args: argparse.Namespace) -> dict:
-    from .ood import run_ood
+    from .apps.ood import run_ood
 
     if args.plots and not args.out:
         raise SystemExit("--plots needs --out (the folder the PNGs go to)")
@@ -242,8 +242,8 @@ def _explain_parser(sub) -> None:
 
 
 def _active_parser(sub) -> None:
-    from .active.config import PROTOCOLS
-    from .active.strategies import list_strategies
+    from .apps.active.config import PROTOCOLS
+    from .apps.active.strategies import list_strategies
 
     p = sub.add_parser("active", help="active learning: query through f or through H (paper, Table 1)")
     p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id or local folder (Parquet / images)")
@@ -292,7 +292,7 @@ def _load(args: argparse.Namespace, split: str, limit: int | None):
 
 
 def cmd_train_backbone(args: argparse.Namespace) -> None:
-    from .pipeline import train_backbone
+    from .training.pipeline import train_backbone
 
     preset = PRESETS[args.preset]
     limit = args.train_limit or preset["train_limit"]
@@ -306,8 +306,8 @@ def cmd_train_backbone(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from .backbones import resolve_backbone
-    from .pipeline import fit_head, heldout_images
+    from .io.backbones import resolve_backbone
+    from .training.pipeline import fit_head, heldout_images
 
     preset = PRESETS[args.preset]
     backbone = resolve_backbone(args.backbone, args.checkpoint)  # before any data: a bad f fails at once
@@ -326,9 +326,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
-    from .backbones import HF_HUB_PREFIX, resolve_backbone
-    from .head import IntrospectiveHead
-    from .pipeline import evaluate, evaluate_backbone
+    from .io.backbones import HF_HUB_PREFIX, resolve_backbone
+    from .model.head import IntrospectiveHead
+    from .training.pipeline import evaluate, evaluate_backbone
 
     if (args.model is None) == (args.backbone is None):
         raise SystemExit("evaluate needs either --model (an introspective model) or --backbone (f alone)")
@@ -362,8 +362,8 @@ def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from .cifar10c import CORRUPTIONS
-    from .main_job import run
+    from .data.cifar10c import CORRUPTIONS
+    from .jobs.main import run
 
     preset = PRESETS[args.preset]
     holdout = preset.get("holdout", 0.0)
@@ -393,7 +393,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def _check_corruptions(corruptions, frost_dir: str | None) -> None:
     """Refuse unknown corruption names, and frost without its overlay images, before any work."""
-    from .cifar10c import CORRUPTIONS
+    from .data.cifar10c import CORRUPTIONS
 
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown:
@@ -404,7 +404,7 @@ def _check_corruptions(corruptions, frost_dir: str | None) -> None:
 
 
 def cmd_cifar10c(args: argparse.Namespace) -> dict:
-    from .cifar10c import CORRUPTIONS, write_official
+    from .data.cifar10c import CORRUPTIONS, write_official
 
     corruptions = tuple(args.corruptions or CORRUPTIONS)
     _check_corruptions(corruptions, args.frost_dir)
@@ -429,7 +429,7 @@ def _report_generation(args: argparse.Namespace, written: dict, what: str, extra
 
 
 def cmd_imagenetc(args: argparse.Namespace) -> dict:
-    from .cifar10c import CORRUPTIONS, imagenet_preprocess, write_imagenet_c
+    from .data.cifar10c import CORRUPTIONS, imagenet_preprocess, write_imagenet_c
 
     corruptions = tuple(args.corruptions or CORRUPTIONS)
     _check_corruptions(corruptions, args.frost_dir)
@@ -445,7 +445,7 @@ def cmd_imagenetc(args: argparse.Namespace) -> dict:
 
 
 def cmd_active(args: argparse.Namespace) -> dict:
-    from .active import history_table, run_active
+    from .apps.active import history_table, run_active
 
     result = run_active(
         args.data, args.out, args.strategy, args.via, protocol=args.protocol, seed=args.seed, pool=args.pool,
@@ -460,7 +460,7 @@ def cmd_active(args: argparse.Namespace) -> dict:
 
 
 def cmd_explain(args: argparse.Namespace) -> list[Path]:
-    from .explain.job import explain_images
+    from .apps.explain.job import explain_images
 
     written = explain_images(args.model, args.images, args.out, contrast=args.contrast,
                              target_layer=args.target_layer, method=args.method, columns=args.columns,

@@ -1,0 +1,122 @@
+"""f from what a user has: a saved folder, a timm model on the Hub, or an architecture name and a checkpoint.
+
+:func:`resolve_backbone` is what every job that takes f (``fit``, ``evaluate``, ...) calls with its
+``--backbone`` / ``--checkpoint`` arguments:
+
+* a folder in timm's layout (``config.json`` + ``model.safetensors``, e.g. written by ``train-backbone`` or
+  ``timm.models.save_for_hf``);
+* ``hf-hub:<repo>``: a timm model on the Hub (``hf-hub:timm/resnet50.a1_in1k``). Only its ``config.json`` and
+  ``model.safetensors`` are downloaded: a repo with pickle weights alone (``pytorch_model.bin``) is refused;
+* a timm architecture name with ``checkpoint=<file>.safetensors``: the model is built with the checkpoint's
+  number of classes and the weights are loaded strictly.
+
+Loading is always strict (:func:`~timm_introspect.io.checkpoint.load_strict`): every name and shape must match,
+and any problem raises :class:`~timm_introspect.CheckpointError` before anything is trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from torch import nn
+
+from ..errors import CheckpointError
+from .checkpoint import TIMM_CONFIG, TIMM_WEIGHTS, load_strict, load_tensors, read_timm_config
+from .hub import build_backbone
+
+__all__ = ["HF_HUB_PREFIX", "load_folder", "resolve_backbone"]
+
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def resolve_backbone(spec: str | Path, checkpoint: str | Path | None = None) -> nn.Module:
+    """f, in eval mode, from a folder, an ``hf-hub:<repo>`` id, or a timm architecture name + ``checkpoint``.
+
+    Args:
+        spec: a folder in timm's layout, ``"hf-hub:<owner>/<name>"`` (optionally ``@<revision>``), or a timm
+            architecture name (``"resnet50"``), which needs ``checkpoint``.
+        checkpoint: a ``.safetensors`` state dict of that architecture (only with an architecture name).
+
+    Raises:
+        CheckpointError: the spec is none of these, the weights are not safetensors, or they do not match.
+    """
+    text = str(spec)
+    if text.startswith(HF_HUB_PREFIX):
+        _no_checkpoint(checkpoint, text)
+        return _from_hub(text[len(HF_HUB_PREFIX):])
+    if Path(text).is_dir():
+        _no_checkpoint(checkpoint, text)
+        return load_folder(text)
+    if checkpoint is None:
+        if timm.is_model(text):
+            raise CheckpointError(
+                f"{text!r} is a timm architecture but no weights were given: pass --checkpoint <file>.safetensors, "
+                f"or a timm model on the Hub as hf-hub:<repo> (e.g. hf-hub:timm/{text}.<tag>)")
+        raise CheckpointError(
+            f"{text!r} is neither a folder, an hf-hub:<repo> id, nor a timm architecture: pass a folder written by "
+            "`timm-introspect train-backbone` (or timm's save_for_hf), hf-hub:<owner>/<name>, or an architecture "
+            "name with --checkpoint <file>.safetensors")
+    return _from_checkpoint(text, Path(checkpoint))
+
+
+def _no_checkpoint(checkpoint: str | Path | None, spec: str) -> None:
+    if checkpoint is not None:
+        raise CheckpointError(f"{spec} brings its own weights: --checkpoint goes only with an architecture name")
+
+
+def load_folder(folder: str | Path) -> nn.Module:
+    """f from a folder in timm's layout (``config.json`` + ``model.safetensors``), loaded strictly."""
+    folder = Path(folder)
+    for name in (TIMM_CONFIG, TIMM_WEIGHTS):
+        if not (folder / name).is_file():
+            extra = " (pickle weights such as pytorch_model.bin are never read)" if name == TIMM_WEIGHTS else ""
+            raise CheckpointError(f"{folder} has no {name}{extra}: pass a folder written by `timm-introspect "
+                                  "train-backbone` or timm.models.save_for_hf(safe_serialization=True)")
+    return build_backbone(read_timm_config(folder / TIMM_CONFIG), folder / TIMM_WEIGHTS)
+
+
+def _from_hub(repo: str) -> nn.Module:
+    repo_id, _, revision = repo.partition("@")
+    paths = {}
+    for name in (TIMM_CONFIG, TIMM_WEIGHTS):
+        try:
+            paths[name] = hf_hub_download(repo_id, name, revision=revision or None)
+        except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
+            raise CheckpointError(f"{name} of hf-hub:{repo} is not in the local cache and the Hub cannot be reached "
+                                  "(offline?): download it once while online, or pass a local folder") from err
+        except EntryNotFoundError as err:
+            if name == TIMM_CONFIG:
+                raise CheckpointError(f"hf-hub:{repo} has no {TIMM_CONFIG}: it is not a timm model") from err
+            raise CheckpointError(
+                f"hf-hub:{repo} has no {TIMM_WEIGHTS}: only safetensors weights are read, never pickle files such as "
+                "pytorch_model.bin. Convert the weights (load them where you trust the file and save them with "
+                "timm.models.save_for_hf(model, folder, safe_serialization=True)) and pass that folder") from err
+        except RepositoryNotFoundError as err:
+            raise CheckpointError(f"hf-hub:{repo} is not a Hub repository you can access; check the name "
+                                  "(and your token for a private repo)") from err
+    return build_backbone(read_timm_config(paths[TIMM_CONFIG]), paths[TIMM_WEIGHTS])
+
+
+def _from_checkpoint(architecture: str, checkpoint: Path) -> nn.Module:
+    if not timm.is_model(architecture):
+        raise CheckpointError(f"{architecture!r} is not a timm architecture (timm {timm.__version__}): check the "
+                              "name with timm.list_models(), or pass a folder or hf-hub:<repo>")
+    if checkpoint.suffix != ".safetensors":
+        raise CheckpointError(f"{checkpoint.name} is not a .safetensors file: only safetensors are read, never "
+                              "pickle (.bin, .pth, .pt). Convert it where you trust the file: "
+                              "safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')")
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+    state = load_tensors(checkpoint)
+    cfg = timm.models.get_pretrained_cfg(architecture)
+    classifier = getattr(cfg, "classifier", None) or "head"
+    weight = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
+    if weight is None or weight.ndim != 2:
+        raise CheckpointError(f"{checkpoint.name} has no classifier weight {classifier}.weight of {architecture}: "
+                              "it is not a checkpoint of this architecture (with a classifier); nothing was loaded")
+    model = timm.create_model(architecture, pretrained=False, num_classes=int(weight.shape[0]))
+    load_strict(model, state, checkpoint.name)
+    return model.eval()

@@ -1,0 +1,149 @@
+"""Reading saved files strictly: safetensors, JSON configs, state dicts. All or nothing, with errors that say
+what to do (:class:`~timm_introspect.CheckpointError`).
+
+* :func:`load_tensors`: a safetensors file (never pickle); damage is refused.
+* :func:`read_json` / :func:`read_timm_config`: regular files of bounded size holding a JSON object; timm's
+  ``config.json`` may only pass an allow-list of model arguments (no ``checkpoint_path``, no file-loading
+  ``pretrained_cfg`` keys), since its contents go to ``timm.create_model``.
+* :func:`load_strict`: names, shapes, dtypes, finiteness (and the sign of the [-1, 1] scales) checked before
+  anything is copied.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import timm
+import torch
+from timm.models import PretrainedCfg
+from torch import nn
+
+from ..errors import CheckpointError
+
+__all__ = ["ALLOWED_MODEL_ARGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "check_finite", "load_strict", "load_tensors",
+           "read_json", "read_timm_config"]
+
+TIMM_CONFIG = "config.json"
+TIMM_WEIGHTS = "model.safetensors"
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a truncated or corrupted file raises :class:`CheckpointError`."""
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{Path(path).name} is not a valid safetensors file ({err}); it may be truncated or corrupted: "
+            "download it again (force_download=True) or save the model again"
+        ) from err
+
+
+#: model arguments a saved config.json may pass to timm.create_model: hyperparameters of the architecture,
+#: never arguments that make timm read files (``checkpoint_path``, ``pretrained_cfg`` with ``file``, ...)
+ALLOWED_MODEL_ARGS = frozenset({
+    "num_classes", "in_chans", "global_pool", "img_size", "patch_size", "drop_rate", "drop_path_rate",
+    "class_token", "no_embed_class", "reg_tokens", "dynamic_img_size", "dynamic_img_pad", "output_stride",
+})
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def read_json(path: str | Path, name: str) -> dict[str, Any]:
+    """A JSON object from a regular file of reasonable size; anything else raises :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise CheckpointError(f"{name} is not a regular file ({path}); save the model again")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise CheckpointError(f"{name} is {path.stat().st_size} bytes, far more than a config; "
+                                  "save the model again")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except CheckpointError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"cannot read {name} ({type(err).__name__}: {err}); save the model again") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{name} holds {type(data).__name__}, not an object; save the model again")
+    return data
+
+
+def read_timm_config(path: str | Path) -> dict[str, Any]:
+    """timm's ``config.json``, checked for what rebuilding f needs (an allow-list of model arguments)."""
+    cfg = read_json(path, TIMM_CONFIG)
+    num_classes = cfg.get("num_classes")
+    if not isinstance(cfg.get("architecture"), str) or type(num_classes) is not int:
+        raise CheckpointError(f"{TIMM_CONFIG} lacks 'architecture' or 'num_classes': it is not a timm model config")
+    if num_classes < 1:
+        raise CheckpointError(f"{TIMM_CONFIG} has num_classes {num_classes}: an introspective model needs a classifier")
+    if cfg["architecture"] not in timm.list_models():
+        raise CheckpointError(
+            f"{TIMM_CONFIG} names architecture {cfg['architecture']!r}, which timm {timm.__version__} does not have: "
+            "upgrade timm (or import the package that registers it)"
+        )
+    model_args = cfg.get("model_args", {})
+    pretrained_cfg = cfg.get("pretrained_cfg", {})
+    if not isinstance(model_args, dict) or not isinstance(pretrained_cfg, dict):
+        raise CheckpointError(f"{TIMM_CONFIG}: model_args and pretrained_cfg must be objects; save the model again")
+    refused = sorted(set(model_args) - ALLOWED_MODEL_ARGS)
+    if refused:
+        raise CheckpointError(
+            f"{TIMM_CONFIG} passes {refused} to timm.create_model; only {sorted(ALLOWED_MODEL_ARGS)} are accepted "
+            "from a saved file (others could make timm read arbitrary files). Build the model yourself and wrap it")
+    known = set(PretrainedCfg.__dataclass_fields__) - {"file", "url", "hf_hub_id", "hf_hub_filename", "state_dict",
+                                                        "source"}
+    if set(pretrained_cfg) - known:
+        raise CheckpointError(f"{TIMM_CONFIG} has unknown or file-loading pretrained_cfg keys "
+                              f"{sorted(set(pretrained_cfg) - known)}; save the model again")
+    return cfg
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, skip_prefix: str | None = None) -> None:
+    """``module.load_state_dict(state)`` after checking every name and shape: all or nothing.
+
+    Entries of ``module`` under ``skip_prefix`` are neither expected nor loaded.
+    """
+    expected = {k: v for k, v in module.state_dict().items() if not (skip_prefix and k.startswith(skip_prefix))}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    dtypes = sorted(k for k in set(expected) & set(state) if expected[k].dtype != state[k].dtype)
+    if missing or unexpected or wrong or dtypes:
+        details = []
+        if dtypes:
+            k = dtypes[0]
+            details.append(f"{len(dtypes)} of another dtype, e.g. {k}: file {state[k].dtype} "
+                           f"vs model {expected[k].dtype}")
+        if missing:
+            details.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if wrong:
+            k = wrong[0]
+            details.append(
+                f"{len(wrong)} with other shapes, e.g. {k}: file {tuple(state[k].shape)} "
+                f"vs model {tuple(expected[k].shape)}"
+            )
+        raise CheckpointError(
+            f"{what} does not match the model its config describes ({'; '.join(details)}); nothing was loaded. "
+            "The files come from different models or versions: save the model again"
+        )
+    check_finite(state, what)
+    # max-abs scales, counts and sums of squares are never negative (a standardization's plain sums may be)
+    negative = [k for k, v in state.items() if k.startswith("scaler.") and not k.endswith(".sum")
+                and v.is_floating_point() and bool((v < 0).any())]
+    if negative:
+        raise CheckpointError(f"{what} has negative feature scales or counts ({negative[:3]}): the file is damaged; "
+                              "nothing was loaded. Save the model again")
+    module.load_state_dict(state, strict=skip_prefix is None)
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse to save (or load) weights with NaN or inf: they would load and give garbage."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{what} has non-finite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: training "
+                              "diverged or the weights are damaged; nothing was written. Train again with a lower "
+                              "learning rate")

@@ -1,0 +1,112 @@
+"""``huggingface_hub``'s ``ModelHubMixin`` for :class:`~timm_introspect.IntrospectiveHead`: thin hooks over the
+free functions of :mod:`timm_introspect.io.hub` (files) and :mod:`timm_introspect.io.card` (the model card).
+
+Library name, tags and pipeline tag are declared here, once; the card reads them from the mixin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from huggingface_hub import ModelCard, ModelHubMixin
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from torch import nn
+
+from ..errors import CheckpointError
+from . import hub
+from .card import model_card
+
+if TYPE_CHECKING:
+    from ..model.head import IntrospectiveHead
+
+__all__ = ["IntrospectiveHubMixin"]
+
+
+class IntrospectiveHubMixin(
+    ModelHubMixin,
+    library_name="timm-introspect",
+    tags=["image-classification", "timm", "introspective-learning"],
+    pipeline_tag="image-classification",
+):
+    """Saving to folders and the Hub (safetensors + model card) and loading back, strictly."""
+
+    def introspection_config(self) -> hub.IntrospectionConfig:
+        """The contents of ``introspection_config.json`` for this head."""
+        return hub.introspection_config(self)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
+        """Save to a folder (and push with ``push_to_hub=True``); see :mod:`timm_introspect.io.hub` for the layout.
+
+        Non-finite weights or a card that cannot be rendered are refused before any file is touched.
+        """
+        hub.check_savable(self)  # the mixin deletes config.json before calling _save_pretrained
+        return super().save_pretrained(save_directory, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        hub.save_head(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
+                        **unused: Any) -> IntrospectiveHead:
+        """Load a model saved with :meth:`save_pretrained` / :meth:`push_to_hub` (a folder or a Hub repo id).
+
+        Takes ``huggingface_hub``'s arguments (``revision``, ``cache_dir``, ``force_download``,
+        ``local_files_only``, ``token``) plus ``map_location`` and ``introspective_net`` (an H to load the
+        saved weights into, for an H that is not registered). Every file is checked by
+        :mod:`timm_introspect.io.hub` (not by the mixin's generic loader, which would parse ``config.json``
+        unchecked); anything missing, corrupt or mismatched raises :class:`CheckpointError`, and nothing is
+        half-loaded.
+        """
+        model_id = str(pretrained_model_name_or_path)
+        try:
+            return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                        force_download=force_download, local_files_only=local_files_only,
+                                        token=token, map_location=map_location, introspective_net=introspective_net)
+        except LocalEntryNotFoundError as err:
+            raise CheckpointError(
+                f"{model_id!r} is not in the local cache and the Hub cannot be reached "
+                "(offline?): download it once while online, or pass a local folder"
+            ) from err
+        except HFValidationError as err:
+            raise CheckpointError(
+                f"{model_id!r} is neither an existing folder nor a valid Hub repo id ('user/name')"
+            ) from err
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
+                         **unused: Any) -> IntrospectiveHead:
+        return hub.load_head(cls, model_id, revision, cache_dir, force_download, local_files_only, token,
+                             map_location=map_location, introspective_net=introspective_net)
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Upload the model (see :meth:`save_pretrained`) and its model card to the Hub repo ``repo_id``.
+
+        Takes the arguments of ``huggingface_hub.ModelHubMixin.push_to_hub`` (``token``, ``private``,
+        ``commit_message``, ...). The upload goes from a temporary folder: a failed push changes nothing
+        local.
+        """
+        model_card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=model_card_kwargs, **kwargs)
+
+    def generate_model_card(self, repo_id: str | None = None, model_name: str | None = None,
+                            metrics: dict[str, dict[str, dict[str, float]]] | None = None,
+                            dataset: str | None = None, license: str | None = None) -> ModelCard:
+        """The model card (``hub_cards/model_card.md``) filled from this model and its metrics.
+
+        Args:
+            repo_id: the Hub repo, for the usage snippet.
+            model_name: the card's title (default: the repo name).
+            metrics: ``{split: {model: {metric: value}}}``, e.g.
+                ``{"clean": {"f": {"accuracy": 0.91, "ece": 0.14}, "H": {...}}}``; default ``self.metrics``.
+            dataset: the training dataset (default ``self.dataset``).
+            license: an SPDX license id for the card's metadata.
+        """
+        return model_card(self, repo_id=repo_id, model_name=model_name, metrics=metrics, dataset=dataset,
+                          license=license)

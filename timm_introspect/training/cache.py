@@ -1,0 +1,305 @@
+"""The feature cache: r_x of a dataset, extracted once under ``accelerate`` and kept as safetensors.
+
+An entry is a folder ``<cache_dir>/<key>/`` with ``features.safetensors`` and ``meta.json``. The key
+hashes f's weights, the loss and target, the data (rows and preprocessing), the form and the format,
+so a stale entry is never used. r_x is stored flat (``features``: ``(n, N*d)``) or, for an H that reads
+factors, as ``delta.<i>`` ``(n, S, N)`` and ``h.<i>`` ``(n, S, d)`` per classifier layer ``i``.
+
+Memory stays bounded at any dataset size: extraction streams every batch into a safetensors file laid
+out in advance (:class:`_StreamingFile`), and an entry is read back memory-mapped, so a cache larger
+than RAM (ImageNet's factors: 12 KB an image for resnet50) is paged in from disk as training touches it.
+Extraction resumes: the entry is built in ``<cache_dir>/.<key>.partial/``, whose ``progress.json``
+counts the images already written, and renamed into place when complete (an entry is complete or absent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import struct
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import safetensors
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..core.stats import MaxLogitMean
+from ..data.images import LabeledImages, make_loader, make_transform
+from ..errors import CheckpointError, DataError
+
+if TYPE_CHECKING:
+    from ..model.head import IntrospectiveHead
+
+__all__ = ["CACHE_FORMAT", "Features", "extract_features", "fingerprint", "iter_rows", "open_mapped"]
+
+CACHE_FORMAT = 2  # 2: streamed to disk and read memory-mapped
+
+#: r_x as the cache returns it: flat ``(n, F)``, or ``{classifier: (delta (n, S, N), h (n, S, d))}``
+Features = torch.Tensor | dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+_DTYPES = {torch.float32: ("F32", np.float32), torch.int64: ("I64", np.int64)}
+_NUMPY = {code: np_dtype for code, np_dtype in _DTYPES.values()}
+#: how often (seconds) a running extraction records its progress (flushed to disk first)
+_PROGRESS_EVERY_S = 10.0
+
+
+def fingerprint(head: IntrospectiveHead, images: LabeledImages, factored: bool = False) -> str:
+    """Cache key: f's weights, the loss and target, the data (rows and transform), the form, the format."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(head.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, factored, images.source, images.split,
+                         images.image_column, images.label_column, images.dataset._fingerprint,
+                         repr(make_transform(head.model, train=False))]).encode())
+    return h.hexdigest()[:24]
+
+
+class _StreamingFile:
+    """A safetensors file whose header is written first and whose tensors are filled row block by row block.
+
+    The layout is the format's own (8-byte header length, JSON header, the tensors back to back), so any
+    safetensors reader opens the finished file; rows not yet written read as zeros (the file is sparse).
+    """
+
+    def __init__(self, path: Path, shapes: dict[str, tuple[torch.dtype, tuple[int, ...]]], create: bool) -> None:
+        header, offset = {}, 0
+        for name, (dtype, shape) in shapes.items():
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": _DTYPES[dtype][0], "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
+        self.start = 8 + len(raw)
+        self.offsets = {name: entry["data_offsets"][0] for name, entry in header.items()}
+        self.row_bytes = {name: (entry["data_offsets"][1] - entry["data_offsets"][0]) // max(entry["shape"][0], 1)
+                          for name, entry in header.items()}
+        if create:
+            with open(path, "wb") as fh:
+                fh.write(struct.pack("<Q", len(raw)) + raw)
+                fh.truncate(self.start + offset)
+        elif path.stat().st_size != self.start + offset:
+            raise ValueError(f"{path} has {path.stat().st_size} bytes, the layout {self.start + offset}")
+        self.fh = open(path, "r+b")  # noqa: SIM115 (closed in close())
+
+    def write(self, name: str, row: int, tensor: torch.Tensor) -> None:
+        self.fh.seek(self.start + self.offsets[name] + row * self.row_bytes[name])
+        self.fh.write(tensor.contiguous().numpy().tobytes())
+
+    def sync(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.sync()
+        self.fh.close()
+
+
+def open_mapped(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, memory-mapped (copy-on-write: the file is never changed).
+
+    The header is checked by ``safetensors`` itself (a truncated or corrupted file raises
+    :class:`~timm_introspect.CheckpointError`); the data is read from disk only where it is touched.
+    """
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as fh:  # validates the header and the sizes
+            names = list(fh.keys())
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+    except (safetensors.SafetensorError, OSError, ValueError, struct.error) as err:
+        raise CheckpointError(f"{path.name} is not a valid safetensors file ({err}); it may be truncated or "
+                              "corrupted") from err
+    out = {}
+    for name in names:
+        entry = header[name]
+        if entry["dtype"] not in _NUMPY:
+            raise CheckpointError(f"{path.name}: {name} is {entry['dtype']}, the cache holds only F32 and I64")
+        begin, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if end == begin:
+            out[name] = torch.zeros(shape, dtype=next(t for t, (c, _) in _DTYPES.items() if c == entry["dtype"]))
+            continue
+        array = np.memmap(path, dtype=_NUMPY[entry["dtype"]], mode="c", offset=8 + length + begin, shape=shape)
+        out[name] = torch.from_numpy(array)
+    return out
+
+
+def iter_rows(features: Features, chunk: int = 4096):
+    """Blocks of ``chunk`` rows of a feature set (flat or factored), each read from disk once."""
+    n = len(next(iter(features.values()))[0]) if isinstance(features, dict) else len(features)
+    for i in range(0, n, chunk):
+        if isinstance(features, dict):
+            yield {k: (d[i : i + chunk].clone(), h[i : i + chunk].clone()) for k, (d, h) in features.items()}
+        else:
+            yield features[i : i + chunk].clone()
+
+
+def _batch_tensors(head: IntrospectiveHead, x: torch.Tensor, factored: bool) -> dict[str, torch.Tensor]:
+    if factored:
+        _, factors = head.introspective_factors(x)
+        return {f"{kind}.{i}": t for i, c in enumerate(head.classifiers)
+                for kind, t in zip(("delta", "h"), factors[c.name], strict=True)}
+    return {"features": head.flat_features(x)[1]}
+
+
+@torch.no_grad()
+def _extract(accelerator: Accelerator, head: IntrospectiveHead, images: LabeledImages, batch_size: int, workers: int,
+             factored: bool, partial: Path) -> float | None:
+    """Stream every image's features into ``partial/features.safetensors``, resuming where a run stopped.
+
+    Every process computes its batches; the main process writes the gathered ones, in dataset order.
+    Returns M for a "-M" loss (estimated first on all images and kept in the progress record).
+    """
+    n = len(images)
+    progress_path = partial / "progress.json"
+    accelerator.wait_for_everyone()  # the main process made the folder: every process reads the same record
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    head.to(accelerator.device)
+    show = accelerator.is_local_main_process
+    m_value = progress.get("target_value")
+    if head.target == "M":  # the statistic IntrospectiveHead.fit uses, on the gathered logits
+        if m_value is None:
+            m = MaxLogitMean()
+            loader = accelerator.prepare(make_loader(images, head.model, False, batch_size, workers))
+            for x, _ in tqdm(loader, desc="introspect: target M", disable=not show):
+                m.update(accelerator.gather_for_metrics(head.model(x)))
+            m_value = m.compute()
+        head.target_value.fill_(m_value)
+    done = int(progress.get("rows", 0))
+    rest = images if done == 0 else LabeledImages(images.dataset.select(range(done, n)), images.image_column,
+                                                  images.label_column, images.label_names, images.source,
+                                                  images.split, images.classes)
+    loader = accelerator.prepare(make_loader(rest, head.model, False, batch_size, workers))
+    writer = None
+    if done and accelerator.is_main_process:
+        shapes = {k: (getattr(torch, dtype), tuple(shape)) for k, (dtype, shape) in progress["shapes"].items()}
+        writer = _StreamingFile(partial / "features.safetensors", shapes, create=False)
+        accelerator.print(f"introspect: resuming the extraction at image {done}/{n} ({partial})")
+    last = time.monotonic()
+    bar = tqdm(total=n, initial=done, desc="introspect: features", unit="img", disable=not show)
+    row = done
+    try:
+        for x, y in loader:
+            batch = _batch_tensors(head, x, factored)
+            batch["labels"] = y
+            gathered = accelerator.gather_for_metrics(batch)
+            if accelerator.is_main_process:
+                gathered = {k: t.cpu() if k == "labels" else t.float().cpu() for k, t in gathered.items()}
+                if writer is None:  # the shapes are known from the first batch
+                    shapes = {k: (t.dtype, (n, *t.shape[1:])) for k, t in gathered.items()}
+                    writer = _StreamingFile(partial / "features.safetensors", shapes, create=True)
+                    progress = {"rows": 0, "target_value": m_value,
+                                "shapes": {k: (str(d).removeprefix("torch."), list(s)) for k, (d, s) in shapes.items()}}
+                for k, t in gathered.items():
+                    writer.write(k, row, t)
+                row += len(gathered["labels"])
+                if time.monotonic() - last > _PROGRESS_EVERY_S or row == n:
+                    writer.sync()  # the rows first, then the record that counts them
+                    progress["rows"] = row
+                    tmp = progress_path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(progress))
+                    os.replace(tmp, progress_path)
+                    last = time.monotonic()
+            bar.update(len(y) * accelerator.num_processes)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    accelerator.wait_for_everyone()
+    return m_value
+
+
+def _read_entry(folder: Path, head: IntrospectiveHead, images: LabeledImages,
+                factored: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """A cache entry (memory-mapped), checked against what it must hold; any mismatch raises."""
+    meta = json.loads((folder / "meta.json").read_text())
+    tensors = open_mapped(folder / "features.safetensors")
+    n = len(images)
+    if not isinstance(meta, dict) or meta.get("count") != n or meta.get("factored") is not factored:
+        raise ValueError(f"meta.json does not describe {n} images in this form")
+    if head.target == "M" and not math.isfinite(float(meta["target_value"])):
+        raise ValueError("meta.json has no finite target M")
+    labels = tensors["labels"]
+    if tuple(labels.shape) != (n,) or not torch.equal(labels, images.labels()):
+        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the dataset's {n}")
+    if factored:
+        for i, c in enumerate(head.classifiers):
+            num, dim = c.weight.shape[:2]
+            delta, h = tensors[f"delta.{i}"], tensors[f"h.{i}"]
+            if delta.shape[0] != n or delta.shape[-1] != num or h.shape[0] != n or h.shape[-1] != dim:
+                raise ValueError(f"factors of shapes {tuple(delta.shape)}, {tuple(h.shape)} for {n} x ({num}, {dim})")
+    elif tuple(tensors["features"].shape) != (n, head.num_features):
+        raise ValueError(f"features of shape {tuple(tensors['features'].shape)}, expected {(n, head.num_features)}")
+    return tensors, meta
+
+
+def extract_features(
+    accelerator: Accelerator,
+    head: IntrospectiveHead,
+    images: LabeledImages,
+    cache_dir: str | Path,
+    batch_size: int = 256,
+    workers: int = 0,
+    factored: bool = False,
+) -> tuple[Features, torch.Tensor, Path]:
+    """r_x of a dataset and its labels ``(n,)``, from the cache or extracted once: ``(features, labels, folder)``.
+
+    r_x comes raw and flat, ``(n, F)``, or with ``factored=True`` as ``{classifier: (delta, h)}`` (N + d
+    numbers per image and position instead of N d; see :meth:`IntrospectiveHead.introspective_factors`).
+    The tensors are memory-mapped from the cache file (read them in blocks, e.g. with :func:`iter_rows`,
+    to keep memory bounded). For a "-M" loss, M (the mean max-logit over these images) is estimated
+    first, set on ``head`` and stored with the entry. An interrupted extraction resumes where it stopped.
+    """
+    if len(images) == 0:
+        raise DataError(f"{images.source} ({images.split}) has no images: there is nothing to introspect")
+    key = fingerprint(head, images, factored)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir / key
+    names = [c.name for c in head.classifiers]
+    tensors = None
+    if (folder / "meta.json").is_file():
+        try:
+            tensors, meta = _read_entry(folder, head, images, factored)
+        except (CheckpointError, ValueError, KeyError, TypeError, OSError) as err:
+            # a damaged entry is rebuilt, not trusted (the rename below puts a complete one in its place)
+            accelerator.print(f"introspect: the cached features in {folder} are damaged ({err}); extracting them again")
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                shutil.rmtree(folder, ignore_errors=True)
+            accelerator.wait_for_everyone()
+        else:
+            if head.target == "M":
+                head.target_value.fill_(meta["target_value"])
+            accelerator.print(f"introspect: reusing cached features {folder}")
+    if tensors is None:
+        partial = cache_dir / f".{key}.partial"
+        if accelerator.is_main_process:
+            partial.mkdir(exist_ok=True)
+        m_value = _extract(accelerator, head, images, batch_size, workers, factored, partial)
+        if accelerator.is_main_process:  # complete: described, then renamed into place
+            (partial / "meta.json").write_text(json.dumps({
+                "key": key, "count": len(images), "factored": factored, "classifiers": names,
+                "num_features": head.num_features, "loss": head.loss, "target": head.target, "target_value": m_value,
+                "source": images.source, "split": images.split}, indent=2))
+            (partial / "progress.json").unlink()
+            try:
+                os.replace(partial, folder)
+            except OSError:  # another run wrote the same entry meanwhile: theirs is as good
+                shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        tensors, _ = _read_entry(folder, head, images, factored)
+    if factored:
+        features: Features = {n: (tensors[f"delta.{i}"], tensors[f"h.{i}"]) for i, n in enumerate(names)}
+    else:
+        features = tensors["features"]
+    return features, tensors["labels"], folder

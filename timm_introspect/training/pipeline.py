@@ -1,0 +1,307 @@
+"""The main jobs: train f, fit H on cached introspective features, evaluate f against H, or all three.
+
+Each job is a function (the CLI, ``timm_introspect.cli``, only parses arguments and calls one) that
+runs under ``accelerate``: the same call works on one CPU and under ``accelerate launch`` /
+``torchrun`` with many processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from timm.data import resolve_model_data_config
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from ..core.metrics import classification_metrics
+from ..data.augment import BatchAugment
+from ..data.images import LabeledImages, make_loader
+from ..errors import DataError
+from ..io.backbones import load_folder
+from ..io.hub import save_backbone
+from ..model.head import IntrospectiveHead
+from ..nets.cifar import create_model
+from ..nets.registry import net_config
+from .cache import extract_features, iter_rows
+from .loop import Schedule, exclusive_run, make_accelerator, train_loop
+
+__all__ = ["evaluate", "evaluate_backbone", "fit_head", "heldout_images", "holdout_record", "load_backbone",
+           "save_backbone", "train_backbone"]
+
+
+# --- f -------------------------------------------------------------------------------------------
+
+def load_backbone(folder: str | Path) -> nn.Module:
+    """f from a folder written by :func:`save_backbone` (strict, safetensors only); any timm classifier:
+    :func:`~timm_introspect.io.backbones.resolve_backbone`."""
+    return load_folder(folder)
+
+
+def _exclusive(job: Callable) -> Callable:
+    """Run ``job`` holding its ``out_dir``'s lock (:func:`~timm_introspect.training.loop.exclusive_run`)."""
+
+    @functools.wraps(job)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with exclusive_run(inspect.signature(job).bind(*args, **kwargs).arguments["out_dir"]):
+            return job(*args, **kwargs)
+
+    return locked
+
+
+@_exclusive
+def train_backbone(
+    train: LabeledImages,
+    out_dir: str | Path,
+    model_name: str = "resnet18",
+    cifar_stem: bool = True,
+    schedule: Schedule | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    mixed_precision: str = "no",
+    workers: int = 0,
+    test: LabeledImages | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    holdout: float = 0.0,
+    limit: int | None = None,
+    tensor_augment: bool | None = None,
+    channels_last: bool = False,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Train a timm classifier from scratch (f) and save it to ``out_dir`` (timm layout).
+
+    With ``holdout`` > 0, f trains without that (seeded) fraction of ``train``, which is recorded in
+    ``training.json``: the images for temperature scaling, or for fitting H on images f did not see
+    (paper, Fig. 10). ``limit`` is only recorded (the subset ``train`` was loaded with), to rebuild that
+    split later.
+
+    ``tensor_augment`` (default: for inputs of at most 64 px whose images already have that size) decodes
+    the images once and augments whole uint8 batches (:class:`~timm_introspect.data.augment.BatchAugment`:
+    reflect-padded random crop, flip) instead of per-image PIL transforms: on a CPU that is what keeps
+    the cores on the model. ``channels_last`` trains in that memory format.
+    """
+    out_dir = Path(out_dir)
+    source_split = train.split
+    if holdout:
+        train, _ = train.split_holdout(holdout, seed)
+    accelerator = make_accelerator(out_dir, seed, mixed_precision)
+    schedule = schedule or Schedule(epochs=200)
+    train.check_training_labels()
+    model = create_model(model_name, train.num_classes, cifar_stem=cifar_stem, **model_kwargs)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    loader, augment = _train_loader(train, model, batch_size, workers, tensor_augment)
+
+    def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        if augment is not None:
+            x = augment.to(x.device)(x)
+        x = x.contiguous(memory_format=memory_format)
+        return F.cross_entropy(model(x), y, label_smoothing=schedule.label_smoothing)
+
+    info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": source_split,
+            "images": len(train), "limit": limit, "seed": seed, "holdout": holdout, "batch_size": batch_size,
+            "tensor_augment": augment is not None, "channels_last": channels_last, "model_kwargs": model_kwargs}
+    if train.classes is not None:  # a class subset (e.g. CIFAR-6/4), to rebuild the held-out split
+        info["classes"] = list(train.classes)
+    model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step,
+                       signature={k: v for k, v in info.items() if k != "images"})
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    info["schedule"] = schedule.__dict__
+    if test is not None:  # every rank predicts (gather_for_metrics needs them all); the main one writes
+        logits, labels = _predict(accelerator, model, make_loader(test, model, False, batch_size, workers))
+        info["test"] = classification_metrics(logits, labels)
+    if accelerator.is_main_process:
+        save_backbone(model, out_dir, train.label_names)
+        (out_dir / "training.json").write_text(json.dumps(info, indent=2))
+    accelerator.wait_for_everyone()
+    return model
+
+
+def _train_loader(train: LabeledImages, model: nn.Module, batch_size: int, workers: int,
+                  tensor_augment: bool | None) -> tuple[DataLoader, BatchAugment | None]:
+    """The training batches: PIL transforms per image, or decoded uint8 tensors and a batch augmentation."""
+    cfg = resolve_model_data_config(model)
+    size = tuple(cfg["input_size"][1:])
+    if tensor_augment is None:  # small RGB images already at the model's size
+        tensor_augment = max(size) <= 64 and cfg["input_size"][0] == 3 and train.image_size() == size
+    if not tensor_augment:
+        return make_loader(train, model, True, batch_size, workers), None
+    pixels = train.pixels()
+    if tuple(pixels.shape[2:]) != size:
+        raise DataError(f"tensor augmentation needs images of the model's size {size}; {train.source} has "
+                        f"{tuple(pixels.shape[2:])}: pass tensor_augment=False to resize them per image")
+    dataset = TensorDataset(pixels, train.labels())
+    augment = BatchAugment(cfg["mean"], cfg["std"], pad=size[-1] // 8).train()
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers), augment
+
+
+@torch.no_grad()
+def _predict(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    model = model.to(accelerator.device).eval()
+    loader = accelerator.prepare(loader)
+    outs, labels = [], []
+    for x, y in tqdm(loader, desc="predict", leave=False, disable=not accelerator.is_local_main_process):
+        out, y = accelerator.gather_for_metrics((model(x), y))
+        outs.append(out.float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(outs), torch.cat(labels)
+
+
+# --- H --------------------------------------------------------------------------------------------
+
+@_exclusive
+def fit_head(
+    backbone: nn.Module,
+    train: LabeledImages,
+    out_dir: str | Path,
+    loss: str = "mse-M",
+    schedule: Schedule | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    mixed_precision: str = "no",
+    workers: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+    net: str = "mlp",
+    calibration: dict[str, Any] | None = None,
+    scale: bool | str = True,
+) -> IntrospectiveHead:
+    """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir``.
+
+    f is frozen. r_x is extracted once (cached in ``cache_dir``, default ``<out_dir>/feature-cache``),
+    M and the feature scale (``scale``: ``"maxabs"``, the paper's [-1, 1], ``"standard"`` or ``"none"``; see
+    :class:`IntrospectiveHead`) are estimated on it, and H is trained with :func:`train_loop` (resumable).
+    ``net`` is a registered H (:func:`timm_introspect.list_nets`): the paper's MLP (``"mlp"``), or an H on
+    the factors (delta, h) of r_x, which are then what is cached and scaled (r_x is never materialized).
+    ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
+    scaling in the benchmarks.
+    """
+    out_dir = Path(out_dir)
+    accelerator = make_accelerator(out_dir, seed, mixed_precision)
+    schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
+    model_names = (getattr(backbone, "pretrained_cfg", None) or {}).get("label_names")  # the dataset's, or f's
+    head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names or model_names,
+                                 introspective_net=net, scale=scale)
+    train.check_labels(head.num_classes)
+    train.check_names(model_names)
+    features, labels, cache_folder = extract_features(
+        accelerator, head, train, cache_dir or out_dir / "feature-cache", batch_size=batch_size, workers=workers,
+        factored=head.takes_factors)
+    head.scaler.reset()  # the same statistic as IntrospectiveHead.fit, on every image of the cache
+    for block in iter_rows(features):  # the cache is memory-mapped: read a block at a time
+        head.scaler.update(block)
+    # raw features in the loader (rows read from the mapped cache), scaled batch by batch on the device
+    scaler = copy.deepcopy(head.scaler).to(accelerator.device)
+    names = list(features) if head.takes_factors else []
+    columns = [t for n in names for t in features[n]] if head.takes_factors else [features]
+    loader = DataLoader(TensorDataset(*columns, labels), batch_size=batch_size, shuffle=True)
+
+    def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        *x, y = batch
+        inputs = {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(names)} if names else x[0]
+        return F.cross_entropy(model(scaler(inputs)), y)
+
+    signature = {"features": cache_folder.name, "loss": head.loss, "scale": head.scaling, "batch_size": batch_size,
+                 "seed": seed, "introspective_net": net_config(head.introspective_net)}
+    trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
+                         "H", on_step, signature=signature)
+    head.introspective_net = trained.to("cpu")
+    head.to("cpu").eval()
+    head.dataset = train.source
+    head.calibration = calibration
+    if accelerator.is_main_process:
+        head.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()
+    return head
+
+
+@torch.no_grad()
+def evaluate(
+    head: IntrospectiveHead,
+    images: LabeledImages,
+    batch_size: int = 256,
+    accelerator: Accelerator | None = None,
+    workers: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Accuracy, ECE, MCE, NLL and Brier of f and of H on a dataset: ``{"f": {...}, "H": {...}}``.
+
+    With several processes, every image is counted once (``gather_for_metrics``).
+    """
+    accelerator = accelerator or Accelerator()
+    images.check_labels(head.num_classes)
+    images.check_names(head.label_names)
+    head = head.to(accelerator.device).eval()
+    loader = accelerator.prepare(make_loader(images, head.model, False, batch_size, workers))
+    f_logits, h_logits, labels = [], [], []
+    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process):
+        out = head(x)
+        f, h, y = accelerator.gather_for_metrics((out.base_logits, out.logits, y))
+        f_logits.append(f.float().cpu())
+        h_logits.append(h.float().cpu())
+        labels.append(y.cpu())
+    labels_t = torch.cat(labels)
+    return {"f": classification_metrics(torch.cat(f_logits), labels_t),
+            "H": classification_metrics(torch.cat(h_logits), labels_t)}
+
+
+@torch.no_grad()
+def evaluate_backbone(
+    model: nn.Module,
+    images: LabeledImages,
+    batch_size: int = 256,
+    accelerator: Accelerator | None = None,
+    workers: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Accuracy, ECE, MCE, NLL and Brier of f alone (any timm classifier, preprocessed with its own data
+    config): ``{"f": {...}}``."""
+    accelerator = accelerator or Accelerator()
+    images.check_labels(model.num_classes)
+    images.check_names((getattr(model, "pretrained_cfg", None) or {}).get("label_names"))
+    logits, labels = _predict(accelerator, model, make_loader(images, model, False, batch_size, workers))
+    return {"f": classification_metrics(logits, labels)}
+
+
+def holdout_record(backbone_dir: str | Path) -> dict[str, Any] | None:
+    """The images f was trained without (``train-backbone --holdout``), as ``training.json`` records them:
+    ``{"data", "split", "limit", "seed", "holdout"}``, or ``None``."""
+    info_path = Path(backbone_dir) / "training.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if not info.get("holdout"):
+        return None
+    record = {k: info.get(k) for k in ("data", "split", "limit", "seed", "holdout")}
+    return {**record, "classes": info["classes"]} if info.get("classes") is not None else record
+
+
+def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, limit: int | None,
+                   seed: int) -> LabeledImages:
+    """The training images f did not see (``train-backbone --holdout``), rebuilt from ``training.json``.
+
+    ``train`` must be loaded as f's training set was (same data, split, limit and seed); anything else
+    raises :class:`DataError`, since another split would overlap f's training images.
+    """
+    info_path = Path(backbone_dir) / "training.json"
+    if not info_path.is_file():
+        raise DataError(
+            f"{info_path} is missing: a held-out split needs a backbone trained by `train-backbone --holdout`")
+    info = json.loads(info_path.read_text())
+    if not info.get("holdout"):
+        raise DataError(f"{backbone_dir} was trained on all its images: train it with --holdout to use --use-holdout")
+    ours = {"data": train.source, "split": split, "limit": limit, "seed": seed,
+            "classes": list(train.classes) if train.classes is not None else None}
+    theirs = {k: info.get(k) for k in ours}
+    if ours != theirs:
+        raise DataError(
+            f"--use-holdout must rebuild f's split exactly: f was trained with {theirs}, this fit uses {ours}; "
+            "pass the same --data, --train-split, --train-limit, --classes and --seed"
+        )
+    return train.split_holdout(info["holdout"], info["seed"])[1]
