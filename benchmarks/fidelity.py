@@ -45,7 +45,6 @@ from timm_introspect import (
     linear_weight_grad,
     loss_delta,
 )
-from timm_introspect.cli import PRESETS
 from timm_introspect.core.losses import parse_loss
 from timm_introspect.core.metrics import classification_metrics, fit_temperature
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt
@@ -54,6 +53,7 @@ from timm_introspect.jobs.plots import pyplot
 from timm_introspect.jobs.robustness import normalized_batches
 from timm_introspect.training.loop import Schedule, make_accelerator, train_loop
 from timm_introspect.training.pipeline import load_backbone, train_backbone
+from timm_introspect.training.recipes import PRESETS
 
 PAPER = dict(source="train", loss="mse-M", scale="maxabs", net="mlp", hidden=(300, 100), act="Sigmoid", drop=0.0,
              epochs=20, lr=0.1, wd=5e-3)

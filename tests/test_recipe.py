@@ -15,8 +15,9 @@ from timm_introspect.data.augment import BatchAugment
 from timm_introspect.data.images import load_images
 from timm_introspect.jobs.main import run
 from timm_introspect.jobs.robustness import calibration_images, summary_table
-from timm_introspect.training.loop import SCHEDULES, Schedule
+from timm_introspect.training.loop import Schedule
 from timm_introspect.training.pipeline import train_backbone
+from timm_introspect.training.recipes import SCHEDULES
 
 
 @pytest.fixture(scope="module")

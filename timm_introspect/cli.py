@@ -24,19 +24,8 @@ from pathlib import Path
 
 from .data.images import load_images
 from .errors import IntrospectionError
-from .training.loop import SCHEDULES, Schedule
-
-#: Presets: "cpu" is the CPU recipe of the main job (README); "quick" a smoke run in minutes; "paper" the
-#: paper's recipe (Appendix C.1).
-PRESETS = {
-    "cpu": dict(model="resnet10s_cifar", cifar_stem=True, train_limit=None, test_limit=None, batch_size=256,
-                holdout=0.1, channels_last=True, corruption_images=1000, scale="standard",
-                backbone=SCHEDULES["backbone-cpu"], head=SCHEDULES["head-cpu"]),
-    "quick": dict(model="resnet18", cifar_stem=True, train_limit=4000, test_limit=2000, batch_size=64,
-                  backbone=dict(SCHEDULES["backbone-fast"], epochs=4), head=dict(SCHEDULES["head-fast"], epochs=20)),
-    "paper": dict(model="resnet18", cifar_stem=True, train_limit=None, test_limit=None, batch_size=128,
-                  backbone=SCHEDULES["backbone-paper"], head=SCHEDULES["head-paper"]),
-}
+from .training.loop import Schedule
+from .training.recipes import PRESETS
 
 
 def _positive(text: str) -> int:

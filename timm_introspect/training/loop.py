@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, DivergedError, RunLockedError
 
-__all__ = ["SCHEDULES", "Schedule", "exclusive_run", "make_accelerator", "train_loop"]
+__all__ = ["Schedule", "exclusive_run", "make_accelerator", "train_loop"]
 
 
 @dataclass
@@ -81,19 +81,6 @@ class Schedule:
         groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
         return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                                nesterov=self.nesterov)
-
-
-#: Named schedules: the paper's recipe for f and for H, and fast ones.
-SCHEDULES: dict[str, dict[str, Any]] = {
-    "backbone-paper": dict(epochs=200, lr=0.1, weight_decay=5e-4, kind="paper"),
-    "backbone-fast": dict(epochs=30, lr=0.1, weight_decay=5e-4, kind="onecycle"),
-    "head-paper": dict(epochs=200, lr=0.1, weight_decay=5e-3, kind="paper"),
-    "head-fast": dict(epochs=20, lr=0.1, weight_decay=5e-3, kind="onecycle"),
-    # the CPU recipe (README): f in about 13 minutes on 2 cores; H as in the paper but shorter (fidelity study)
-    "backbone-cpu": dict(epochs=30, lr=0.3, weight_decay=5e-4, kind="linear", warmup=0.15, label_smoothing=0.0,
-                         nesterov=True, decay_1d=False),
-    "head-cpu": dict(epochs=20, lr=0.1, weight_decay=5e-3, kind="onecycle"),
-}
 
 
 @contextlib.contextmanager

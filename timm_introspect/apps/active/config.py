@@ -1,7 +1,9 @@
-"""Settings of an active-learning run (:class:`ActiveConfig`) and the named protocols.
+"""Settings of an active-learning run (:class:`ActiveConfig`), built from the named presets.
+
+The presets are plain data in :data:`timm_introspect.training.recipes.ACTIVE_PRESETS` (``PROTOCOLS`` here):
 
 =========  ===================================================================================================
-protocol   what
+preset     what
 =========  ===================================================================================================
 ``paper``  the paper's (Section 6, Appendix C.8): CIFAR-stem ResNet-18, 100 random labels + 1,000 queried per
            round for 20 rounds, the whole training split as the pool, the whole test split, CIFAR-10-C Gaussian
@@ -10,7 +12,7 @@ protocol   what
            10,000 training images, 2,000 test images and Gaussian noise on the same 2,000 (400 per severity 1-5);
            per round f trains 12 epochs (at least 100 steps, batch 32) and H at least 500 steps: all strategies x
            {f, H} x 2 seeds in about half an hour on 2 cores (two runs at a time, one thread each).
-``smoke``  a minute-long end-to-end check: 40 + 40 x 2 rounds, 1,000 pool and 200 test images, 1 epoch.
+``quick``  a minute-long end-to-end check: 40 + 40 x 2 rounds, 1,000 pool and 200 test images, 1 epoch.
 =========  ===================================================================================================
 
 Training differs from the BADGE code in one respect: BADGE trains each round with Adam (lr 1e-4) until 99 %
@@ -21,24 +23,26 @@ through :func:`~timm_introspect.training.loop.train_loop`, so a round's cost is 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ...errors import InvalidArgumentError
 from ...training.loop import Schedule
+from ...training.recipes import ACTIVE_ALIASES, ACTIVE_PRESETS, SCHEDULES
 
-__all__ = ["PROTOCOLS", "ActiveConfig", "protocol_config"]
+__all__ = ["PROTOCOLS", "ActiveConfig", "preset_name", "protocol_config"]
+
+#: The active-learning presets (:data:`timm_introspect.training.recipes.ACTIVE_PRESETS`).
+PROTOCOLS = ACTIVE_PRESETS
 
 
 def _f_schedule() -> Schedule:
-    return Schedule(epochs=12, lr=0.05, weight_decay=5e-4, kind="linear", warmup=0.15, nesterov=True, decay_1d=False)
+    return Schedule(**SCHEDULES["backbone-active"])
 
 
 def _h_schedule() -> Schedule:
-    # lr 0.5, not the paper's 0.1: with a few hundred steps on small labeled sets, SGD at 0.1 leaves the sigmoid
-    # MLP far from fitted (a check on 900 labeled images: 21 % test accuracy after 500 steps at lr 0.1 for an f of
-    # 30 %; 32 % after 600 steps at lr 0.5 for an f of 35 %)
-    return Schedule(epochs=20, lr=0.5, weight_decay=5e-3, kind="onecycle")
+    return Schedule(**SCHEDULES["head-active"])
 
 
 @dataclass
@@ -132,37 +136,28 @@ class ActiveConfig:
         return out
 
 
-#: name -> {"config": ActiveConfig arguments, "data": pool / test sizes and the Gaussian-noise layout}
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "config": dict(model="resnet18_cifar", initial=100, query_size=1000, rounds=20, batch_size=128,
-                       schedule=Schedule(epochs=50, lr=0.1, weight_decay=5e-4, kind="onecycle", nesterov=True),
-                       min_steps=1000, head_batch_size=128, head_min_steps=1000,
-                       head_schedule=Schedule(epochs=50, lr=0.1, weight_decay=5e-3, kind="onecycle")),
-        "data": dict(pool=None, test=None, noise="all"),
-    },
-    "cpu": {
-        "config": dict(model="resnet10s_cifar", initial=100, query_size=400, rounds=5),
-        "data": dict(pool=10000, test=2000, noise="spread"),
-    },
-    "smoke": {
-        "config": dict(model="resnet10s_cifar", initial=40, query_size=40, rounds=2, min_steps=8, head_min_steps=10,
-                       schedule=Schedule(epochs=1, lr=0.05, weight_decay=5e-4, kind="linear", nesterov=True,
-                                         decay_1d=False),
-                       head_schedule=Schedule(epochs=2, lr=0.1, weight_decay=5e-3, kind="onecycle"), mc_passes=4),
-        "data": dict(pool=1000, test=200, noise="spread"),
-    },
-}
+def preset_name(protocol: str) -> str:
+    """The preset ``protocol`` names: itself, or the new name of an old one (``smoke`` -> ``quick``, with a
+    :class:`DeprecationWarning`)."""
+    if protocol in ACTIVE_ALIASES:
+        new = ACTIVE_ALIASES[protocol]
+        warnings.warn(f"the active-learning preset {protocol!r} is now {new!r}; {protocol!r} will be removed",
+                      DeprecationWarning, stacklevel=3)
+        return new
+    if protocol not in PROTOCOLS:
+        raise InvalidArgumentError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    return protocol
 
 
 def protocol_config(protocol: str, **overrides: Any) -> ActiveConfig:
     """The :class:`ActiveConfig` of a named protocol, with ``overrides`` (``None`` values are ignored);
     ``epochs`` / ``head_epochs`` set the epochs of f's / H's schedule."""
-    if protocol not in PROTOCOLS:
-        raise InvalidArgumentError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    protocol = preset_name(protocol)
     values = {**PROTOCOLS[protocol]["config"], **{k: v for k, v in overrides.items() if v is not None}}
     for key, name in (("epochs", "schedule"), ("head_epochs", "head_schedule")):
         if key in values:
             base = values.get(name) or {"schedule": _f_schedule, "head_schedule": _h_schedule}[name]()
+            if isinstance(base, dict):
+                base = Schedule(**base)
             values[name] = dataclasses.replace(base, epochs=int(values.pop(key)))
     return ActiveConfig(**values)

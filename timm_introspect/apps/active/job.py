@@ -1,11 +1,11 @@
-"""``timm-introspect active``: one active-learning run of a named protocol, from a ``datasets`` source."""
+"""``timm-introspect active``: one active-learning run of a named preset (protocol), from a ``datasets`` source."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .config import PROTOCOLS, protocol_config
+from .config import PROTOCOLS, preset_name, protocol_config
 from .data import load_active_data
 from .loop import run_active_learning
 
@@ -34,6 +34,7 @@ def run_active(
     ``reset``, ...;
     ``None`` keeps the protocol's; ``epochs`` for f's schedule). Resumes when ``out_dir`` holds rounds of the same run.
     """
+    protocol = preset_name(protocol)  # (an old name: once, with its deprecation warning)
     config = protocol_config(protocol, strategy=strategy, via=via, seed=seed, **overrides)
     spec = PROTOCOLS[protocol]["data"]
     active_data = load_active_data(data, pool or spec["pool"], test or spec["test"], noise or spec["noise"], data_seed,

@@ -17,14 +17,16 @@ from ...data.images import load_images
 from ...errors import DataError, InvalidArgumentError
 from ...io.backbones import HF_HUB_PREFIX
 from ...model.head import IntrospectiveHead
+from ...training.recipes import OOD_PRESETS
 from .benchmark import CONDITIONS, ood_benchmark
 from .data import BUILTIN_SETS, OODSet, corrupted_images, load_ood_images, noise_images, open_set_images, set_name
 from .report import claims, ood_plots, ood_table, write_results
 
 __all__ = ["QUICK", "run_ood"]
 
-#: ``--quick``: a CPU run in a few minutes (fewer images; the attack protocol is unchanged).
-QUICK = {"id_images": 48, "ood_images": 48, "fit_images": 1000}
+#: ``--preset quick``: a CPU run in a few minutes (fewer images; the attack protocol is unchanged); the recipe is
+#: :data:`timm_introspect.training.recipes.OOD_PRESETS`.
+QUICK = OOD_PRESETS["quick"]
 
 
 def _classes(head: IntrospectiveHead, data: str, split: str) -> list[str] | None:
