@@ -9,13 +9,13 @@ is averaged over seeds (± the standard deviation over seeds).
 
     # the CPU protocol (resnet10s_cifar, 100 + 400 x 5 rounds; about 17 min a seed with --jobs 2 on 2 cores)
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/active_learning.py --data ../shared/data/cifar10 \\
-        --protocol cpu --seeds 0 1 2 --jobs 2 --out runs/active-cpu
+        --preset cpu --seeds 0 1 2 --jobs 2 --out runs/active-cpu
     # the paper's protocol (CIFAR-stem ResNet-18, 100 + 1000 x 20 rounds), for a GPU
-    python benchmarks/active_learning.py --data uoft-cs/cifar10 --protocol paper --seeds 0 1 2 --out runs/active-paper
+    python benchmarks/active_learning.py --data uoft-cs/cifar10 --preset paper --seeds 0 1 2 --out runs/active-paper
 
 Runs go to ``<out>/<strategy>-<via>-seed<k>/`` (every round checkpointed: a killed benchmark started again resumes
 each run where it stopped); the table, the curves and the numbers to ``--results`` (default benchmarks/results):
-``active_learning_<protocol>.md``, ``.png`` and ``.json``.
+``active_learning_<preset>.md``, ``.png`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from timm_introspect.apps.active import PROTOCOLS, STRATEGIES, ActiveData, load_active_data, protocol_config
+from timm_introspect.apps.active import STRATEGIES, ActiveData, list_strategies, load_active_data, protocol_config
+from timm_introspect.jobs.args import MIXED_PRECISION, deprecated, scale_choices
 from timm_introspect.jobs.plots import pyplot
+from timm_introspect.training.recipes import ACTIVE_ALIASES, ACTIVE_PRESETS
 
 LABELS = {"random": "Random", "entropy": "Entropy", "least_confidence": "Least confidence", "margin": "Margin",
           "bald": "BALD", "badge": "BADGE"}
@@ -42,9 +44,10 @@ SETS = {"clean": "Original test set", "gaussian_noise": "Gaussian noise"}
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="uoft-cs/cifar10")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu")
+    p.add_argument("--preset", choices=list(ACTIVE_PRESETS), default="cpu")
+    deprecated(p, "--protocol", "--preset", choices=[*ACTIVE_PRESETS, *ACTIVE_ALIASES], values=ACTIVE_ALIASES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", choices=list_strategies(), default=list_strategies())
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 with --jobs > 1)")
     p.add_argument("--data-seed", type=int, default=0, help="the pool and test subsets and the Gaussian noise")
@@ -53,8 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--reset", action=argparse.BooleanOptionalAction, default=None,
                    help="re-initialize f every round (the protocols' default, as the BADGE code) or continue")
-    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None, help="training on a GPU")
-    p.add_argument("--scale", choices=["maxabs", "standard", "none"], default=None,
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None, help="training on a GPU")
+    p.add_argument("--scale", choices=scale_choices(), default=None,
                    help="r_x scaling before H (default: the paper's maxabs)")
     p.add_argument("--out", required=True)
     p.add_argument("--results", default=str(Path(__file__).parent / "results"))
@@ -70,7 +73,7 @@ def overrides(args) -> dict:
 def prepare_data(args) -> Path:
     """The pool and test sets, decoded and corrupted once, in ``<out>/data.safetensors`` (the runs read it)."""
     out = Path(args.out)
-    spec = {"data": args.data, "data_seed": args.data_seed, **PROTOCOLS[args.protocol]["data"]}
+    spec = {"data": args.data, "data_seed": args.data_seed, **ACTIVE_PRESETS[args.preset]["data"]}
     path, spec_path = out / "data.safetensors", out / "data.json"
     if path.is_file() and spec_path.is_file():
         if json.loads(spec_path.read_text()) != spec:
@@ -223,7 +226,7 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for s in args.strategies:
             for via in ("f",) if s == "random" else ("f", "H"):
-                cfg = protocol_config(args.protocol, strategy=s, via=via, seed=seed, **overrides(args))
+                cfg = protocol_config(args.preset, strategy=s, via=via, seed=seed, **overrides(args))
                 configs.append(cfg.to_dict())
     out = Path(args.out)
     runs = []
@@ -241,13 +244,13 @@ def main(argv=None) -> dict:
     agg = aggregate(runs)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    name = f"active_learning_{args.protocol}"
+    name = f"active_learning_{args.preset}"
     plot(agg, results / f"{name}.png")
-    config = protocol_config(args.protocol, strategy="entropy", **overrides(args)).to_dict()
-    spec = PROTOCOLS[args.protocol]["data"]
+    config = protocol_config(args.preset, strategy="entropy", **overrides(args)).to_dict()
+    spec = ACTIVE_PRESETS[args.preset]["data"]
     command = "python benchmarks/active_learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = [
-        f"# Active learning through f and through H ({args.protocol} protocol)", "",
+        f"# Active learning through f and through H (the {args.preset} preset)", "",
         f"Command: `{command}`", "",
         f"- {len(runs)} runs ({len(args.seeds)} seeds: {args.seeds}), {args.jobs} in parallel; total "
         f"{total_s / 60:.1f} min (data {prep_s:.0f} s); run times {min(r['wall_s'] for r in runs):.0f}-"

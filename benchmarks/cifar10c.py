@@ -11,11 +11,11 @@ and writes ``results.json``, ``results.md`` and three plots: accuracy vs ECE (pa
 accuracy per corruption (Fig. 3a), ECE vs severity per corruption (Fig. 3b / 8).
 
     python benchmarks/cifar10c.py --model runs/quick/introspective --data ../shared/data/cifar10 \\
-        --frost-dir ../shared/data/cifar10c-frost --quick --out runs/quick/cifar10c
+        --frost-dir ../shared/data/cifar10c-frost --preset quick --out runs/quick/cifar10c
     python benchmarks/cifar10c.py --model runs/introspective --data uoft-cs/cifar10 \\
         --corrupted CIFAR-10-C/ --out runs/cifar10c
     python benchmarks/cifar10c.py --dataset imagenetc --model runs/in1k --data imagenet-val/ --split validation \\
-        --calibration-holdout 0.2 --limit 1000 --frost-dir frost/ --out runs/imagenetc
+        --calibration-holdout 0.2 --test-images 1000 --frost-dir frost/ --out runs/imagenetc
 
 ``--dataset cifar10c`` (default): 32 px images as they are, the CIFAR generator's parameters;
 ``--corrupted`` takes the release (folder or tar), a folder made by ``timm-introspect cifar10c``, or a Hub
@@ -25,7 +25,7 @@ dataset repo (``YashP54/cifar10-c``), whose images are the test split in order.
 center crop 224) and are corrupted with its parameters; f must take 224 px inputs (its mean and std are
 used). ``--corrupted`` takes ImageNet-C in the release's layout (``<corruption>/<severity>/<wnid>/...``,
 e.g. made by ``write_imagenet_c``; labels are each wnid's index among the sorted wnids, ImageNet-1k's class
-order), or rows / a Hub repo (:func:`~timm_introspect.data.cifar10c.load_imagenet_c`); with ``--limit`` the same
+order), or rows / a Hub repo (:func:`~timm_introspect.data.cifar10c.load_imagenet_c`); with ``--test-images`` the same
 seeded subset of positions is taken from every set, and an independent one from the clean split.
 
 Held-out clean images for T: the ones the model records (``head.calibration``: f trained with
@@ -48,6 +48,7 @@ from timm_introspect import IntrospectionError, IntrospectiveHead
 from timm_introspect.data.cifar10c import CORRUPTIONS, imagenet_preprocess, load_cifar10c, load_imagenet_c
 from timm_introspect.data.images import load_images
 from timm_introspect.io.backbones import HF_HUB_PREFIX
+from timm_introspect.jobs.args import deprecated, positive
 from timm_introspect.jobs.plots import corruption_plots, pyplot
 from timm_introspect.jobs.robustness import calibration_images, corruption_benchmark, summary_table
 
@@ -67,11 +68,14 @@ def parse_args(argv=None):
     p.add_argument("--frost-dir", default=None, help="frost overlays, to generate 'frost'")
     p.add_argument("--corruptions", nargs="*", default=None)
     p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--limit", type=int, default=None, help="test images per set (a seeded subset)")
+    p.add_argument("--test-images", type=positive, default=None, help="test images per set (a seeded subset)")
+    deprecated(p, "--limit", "--test-images", type=positive)
     p.add_argument("--calibration-holdout", type=float, default=None,
                    help="for a model that records no held-out images: fit T on this seeded fraction of the test "
                         "split and evaluate the rest")
-    p.add_argument("--quick", action="store_true", help=f"{len(QUICK_CORRUPTIONS)} corruptions, 500 images")
+    p.add_argument("--preset", choices=["full", "quick"], default="full",
+                   help=f"quick: {len(QUICK_CORRUPTIONS)} corruptions, 500 images")
+    deprecated(p, "--quick", "--preset quick", flag=True, const="quick")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -106,8 +110,9 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    limit = args.limit or (500 if args.quick else None)
-    corruptions = tuple(args.corruptions or (QUICK_CORRUPTIONS if args.quick else CORRUPTIONS))
+    quick = args.preset == "quick"
+    limit = args.test_images or (500 if quick else None)
+    corruptions = tuple(args.corruptions or (QUICK_CORRUPTIONS if quick else CORRUPTIONS))
     pyplot()  # matplotlib is there before any work starts
     t0 = time.perf_counter()
     head = IntrospectiveHead.from_pretrained(args.model.removeprefix(HF_HUB_PREFIX)).eval()
@@ -115,7 +120,7 @@ def main(argv=None) -> dict:
     cifar_release = args.corrupted and args.dataset == "cifar10c"
     clean, labels, calibration = clean_arrays(args, head, None if cifar_release else limit)
     if cifar_release:
-        # the release's images are the test split in order; with --limit, the same seeded subset of image
+        # the release's images are the test split in order; with --test-images, the same seeded subset of image
         # numbers is taken from the clean split and from every severity block (splits may be sorted by class)
         if args.calibration_holdout is not None:
             raise SystemExit("--calibration-holdout takes test images for T, which the CIFAR-10-C release also "

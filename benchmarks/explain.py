@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from timm_introspect.apps.explain import Explainer, deletion_logits, margin_auc
 from timm_introspect.apps.explain.job import load_classifier
 from timm_introspect.data.images import load_images
+from timm_introspect.jobs.args import deprecated, positive
 from timm_introspect.jobs.plots import pyplot
 from timm_introspect.jobs.robustness import normalized_batches
 
@@ -47,14 +48,16 @@ def parse_args(argv=None):
                         "hf-hub:<repo>, or a timm architecture name with --checkpoint")
     p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name")
     p.add_argument("--data", default="/work/shared/data/cifar10")
-    p.add_argument("--images", type=int, default=500, help="seeded subset of test images")
+    p.add_argument("--test-images", type=positive, default=500, help="seeded subset of test images")
+    deprecated(p, "--images", "--test-images", type=positive)
     p.add_argument("--fills", nargs="+", default=["mean", "blur"], choices=["mean", "blur"])
     p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
     p.add_argument("--target-layer", default=None, help="explain at this layer (autograd); default: the final map")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-batch", type=int, default=64, help="batch for the cost measurement (0: skip it)")
-    p.add_argument("--quick", action="store_true", help="100 images, mean fill only")
+    p.add_argument("--preset", choices=["full", "quick"], default="full", help="quick: 100 images, mean fill only")
+    deprecated(p, "--quick", "--preset quick", flag=True, const="quick")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -164,15 +167,15 @@ def plot(result: dict, out: Path) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.quick:
-        args.images, args.fills = min(args.images, 100), ["mean"]
+    if args.preset == "quick":
+        args.test_images, args.fills = min(args.test_images, 100), ["mean"]
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pyplot()  # fail now, not after the work, without matplotlib
     model, _ = load_classifier(args.backbone, args.checkpoint)
     model = model.eval().to(memory_format=torch.channels_last)  # faster on a CPU
-    test = load_images(args.data, "test", limit=args.images, seed=args.seed)
+    test = load_images(args.data, "test", limit=args.test_images, seed=args.seed)
     pixels, labels = test.arrays(model)  # f's own resize and crop (none for a CIFAR model)
     x = torch.cat(list(normalized_batches(model, pixels, args.batch_size)))
     x = x.contiguous(memory_format=torch.channels_last)

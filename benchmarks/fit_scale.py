@@ -1,7 +1,7 @@
 """H at ImageNet scale: peak memory and images per second of ``timm-introspect fit --net factorized``.
 
 f is a timm ``resnet50`` (or ``--arch``) with random weights and 1,000 classes, saved in timm's layout
-(config.json + model.safetensors). The data are ``--images`` CIFAR-10 test images upscaled to 256x256 px
+(config.json + model.safetensors). The data are ``--train-images`` CIFAR-10 test images upscaled to 256x256 px
 and stored as JPEG in a Parquet dataset with 1,000 class names and seeded random labels (what is measured
 is the cost per image, which does not depend on what the pixels show); f's own data config preprocesses
 them (resize 256, center crop 224). The CLI runs twice, each time as its own process:
@@ -16,7 +16,7 @@ the extraction's images/s ((run 1 - run 2) for the passes over the images), H's 
 run 2)), and the
 cache's bytes per image next to materialized r_x's (N d floats).
 
-    python benchmarks/fit_scale.py --data ../shared/data/cifar10 --images 1000 --out runs/fit-scale
+    python benchmarks/fit_scale.py --data ../shared/data/cifar10 --train-images 1000 --out runs/fit-scale
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from timm_introspect.jobs.args import deprecated, positive
+
 WRAPPER = ("import atexit, resource, sys; from timm_introspect.cli import main; "
            "atexit.register(lambda: print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
            "file=sys.stderr)); main(sys.argv[1:])")
@@ -44,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default="../shared/data/cifar10", help="CIFAR-10 (local Parquet folder or Hub id)")
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--train-images", type=positive, default=1000, help="images H is fitted on")
+    deprecated(p, "--images", "--train-images", type=positive)
     p.add_argument("--epochs", type=int, default=2, help="H's epochs in runs 1 and 2")
     p.add_argument("--extra-epochs", type=int, default=100, help="run 3's epochs beyond run 2's (H's speed)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -97,7 +100,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     data, backbone = out / "data", out / "backbone"
     if not (data / "train-00000-of-00001.parquet").is_file():
-        make_dataset(args.data, args.images, args.num_classes, data)
+        make_dataset(args.data, args.train_images, args.num_classes, data)
     torch.manual_seed(0)
     f = timm.create_model(args.arch, num_classes=args.num_classes)
     save_backbone(f.eval(), backbone)
@@ -113,19 +116,19 @@ def main(argv=None) -> dict:
     passes = 2 if args.loss.endswith("-M") else 1
     extract_s = first["wall_s"] - second["wall_s"]
     result = {
-        "arch": args.arch, "num_classes": num, "feature_dim": dim, "images": args.images, "epochs": args.epochs,
+        "arch": args.arch, "num_classes": num, "feature_dim": dim, "images": args.train_images, "epochs": args.epochs,
         "batch_size": args.batch_size, "loss": args.loss, "passes_over_images": passes,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "run1_fit": first, "run2_fit_cached": second, "run3_fit_cached_twice_the_epochs": third,
-        "extraction_s": extract_s, "extraction_images_per_s": passes * args.images / extract_s,
-        "h_images_per_s": args.extra_epochs * args.images / (third["wall_s"] - second["wall_s"]),
-        "cache_bytes_per_image": cache_bytes / args.images,
+        "extraction_s": extract_s, "extraction_images_per_s": passes * args.train_images / extract_s,
+        "h_images_per_s": args.extra_epochs * args.train_images / (third["wall_s"] - second["wall_s"]),
+        "cache_bytes_per_image": cache_bytes / args.train_images,
         "materialized_bytes_per_image": num * dim * 4,
     }
     lines = [
         f"# `fit --net factorized` at ImageNet scale: {args.arch}, {num} classes, d = {dim}", "",
         f"Command: `python benchmarks/fit_scale.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
-        f"Machine: {result['machine']}; {args.images} images (upscaled CIFAR-10, 256 px JPEG, f's preprocessing "
+        f"Machine: {result['machine']}; {args.train_images} images (upscaled CIFAR-10, 256 px JPEG, f's preprocessing "
         f"to 224), batch {args.batch_size}, loss {args.loss} ({passes} pass(es) of f over the images), "
         f"{args.epochs} epochs of H.", "",
         "| run | wall (s) | peak RSS (MB) |", "| --- | --- | --- |",

@@ -6,7 +6,7 @@ brought to 224x224 by ``imagenet_preprocess`` (Resize(256), CenterCrop(224)), as
 Run it with ``OMP_NUM_THREADS=1`` for one core's figures:
 
     OMP_NUM_THREADS=1 python benchmarks/imagenetc_speed.py --data ../shared/data/cifar10 \\
-        --frost-dir ../shared/data/cifar10c-frost --images 1000 --severities 3 --out runs/imagenetc_speed
+        --frost-dir ../shared/data/cifar10c-frost --corruption-images 1000 --severities 3 --out runs/imagenetc_speed
 
 Writes ``imagenetc_speed.json`` and ``imagenetc_speed.md`` in ``--out``: measured seconds, and the same
 scaled to 1,000 images (and to ImageNet's 50,000 x 5 severities) when fewer were timed.
@@ -28,6 +28,7 @@ from PIL import Image
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt, imagenet_preprocess
 from timm_introspect.data.cifar10c.imagenet import JPEG_OPTIONS
 from timm_introspect.data.images import load_images
+from timm_introspect.jobs.args import deprecated, positive
 
 
 def parse_args(argv=None):
@@ -35,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--data", default="../shared/data/cifar10",
                    help="images to corrupt: a local Parquet folder or Hub id (CIFAR-10, DTD, ...)")
     p.add_argument("--split", default="test")
-    p.add_argument("--images", type=int, default=1000, help="how many images to time (default 1000)")
+    p.add_argument("--corruption-images", type=positive, default=1000, help="how many images to time (default 1000)")
+    deprecated(p, "--images", "--corruption-images", type=positive)
     p.add_argument("--severities", nargs="+", type=int, default=[3], help="severities to time (default 3)")
     p.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
     p.add_argument("--chunk", type=int, default=100, help="images per corrupt() call (default 100)")
@@ -51,7 +53,7 @@ def load_224(source: str, split: str, n: int, seed: int) -> np.ndarray:
     """``n`` images of ``source`` through imagenet_preprocess: ``(n, 224, 224, 3)`` uint8."""
     data = load_images(source, split=split, limit=n, seed=seed)
     if len(data) < n:
-        raise SystemExit(f"{source} [{split}] has {len(data)} images, fewer than --images {n}")
+        raise SystemExit(f"{source} [{split}] has {len(data)} images, fewer than --corruption-images {n}")
     column = data.dataset[data.image_column]
     return np.stack([imagenet_preprocess(img) for img in column])
 
@@ -130,7 +132,7 @@ def main(argv=None) -> dict:
     corruptions = [c for c in args.corruptions if c != "frost" or args.frost_dir]
     skipped = [c for c in args.corruptions if c not in corruptions]
     start = time.perf_counter()
-    images = load_224(args.data, args.split, args.images, args.seed)
+    images = load_224(args.data, args.split, args.corruption_images, args.seed)
     print(f"{len(images)} images at 224 px in {time.perf_counter() - start:.1f} s", flush=True)
     corrupt(images[: args.chunk], "contrast", 1, dataset="imagenet")  # warm-up: the first large allocations
     seconds, jpeg = time_corruptions(images, corruptions, args.severities, args.chunk, args.frost_dir, args.seed,

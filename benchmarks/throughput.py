@@ -9,7 +9,7 @@
 Each is warmed up, then timed ``--repeats`` times; the table shows medians (this machine is noisy),
 then the ratios (b)/(a) (time; 1.0 = introspection is free) and (d)/(b) (speed-up over the paper).
 
-    python benchmarks/throughput.py --model resnet18 --cifar-stem --img-size 32 --batch-size 128
+    python benchmarks/throughput.py --arch resnet18 --cifar-stem --img-size 32 --batch-size 128
     python benchmarks/throughput.py --device cuda --dtype bfloat16 --batch-size 256 --channels-last
 """
 
@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 from timm_introspect import IntrospectiveHead, find_classifiers, introspection_loss, list_nets
+from timm_introspect.jobs.args import deprecated, positive
 from timm_introspect.nets.cifar import create_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -34,7 +35,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="+", default=["resnet18"])
+    p.add_argument("--arch", nargs="+", default=["resnet18"], help="timm architectures")
+    deprecated(p, "--model", "--arch", nargs="+")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--cifar-stem", action="store_true")
     p.add_argument("--img-size", type=int, default=32)
@@ -44,9 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile f (and H)")
     p.add_argument("--loss", default="mse")
-    p.add_argument("--head", choices=list_nets(), default="mlp",
+    p.add_argument("--net", choices=list_nets(), default="mlp",
                    help="H: the paper's MLP on materialized r_x, or one reading r_x factored "
                         "(timm_introspect.nets.lowrank)")
+    deprecated(p, "--head", "--net", choices=list_nets())
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--paper-images", type=int, default=32, help="images timed one by one for (d)")
@@ -57,7 +60,8 @@ def parse_args(argv=None):
                    help="also time a whole dataset (a Hub id or local folder): forward pass vs r_x extraction, "
                         "data loading included")
     p.add_argument("--data-split", default="test")
-    p.add_argument("--data-limit", type=int, default=None)
+    p.add_argument("--test-images", type=positive, default=None, help="a seeded subset of --data's images")
+    deprecated(p, "--data-limit", "--test-images", type=positive)
     p.add_argument("--workers", type=int, default=0)
     return p.parse_args(argv)
 
@@ -112,7 +116,7 @@ def bench(name: str, batch: int, args) -> dict:
         paper_model.load_state_dict(model.state_dict())
         paper_model = paper_model.to(memory_format=memory_format)
 
-    head = IntrospectiveHead.wrap(model, loss=args.loss, introspective_net=args.head).to(device)
+    head = IntrospectiveHead.wrap(model, loss=args.loss, introspective_net=args.net).to(device)
     with torch.no_grad(), autocast():
         head.fit([x], progress=False)
     forward = torch.compile(model) if args.compile else model
@@ -151,7 +155,7 @@ def bench(name: str, batch: int, args) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {
         "model": name, "batch_size": batch, "img_size": args.img_size, "dtype": args.dtype, "device": str(device),
-        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "head": args.head,
+        "channels_last": args.channels_last, "compile": args.compile, "loss": args.loss, "head": args.net,
         "rows": rows,
         "introspect_over_forward": rows["introspect"]["median_s"] / rows["forward"]["median_s"],
         "features_over_forward": rows["features"]["median_s"] / rows["forward"]["median_s"],
@@ -172,7 +176,7 @@ def bench_dataset(name: str, batch: int, args) -> dict:
     torch.manual_seed(0)
     model = create_model(name, args.num_classes, cifar_stem=args.cifar_stem).to(device).eval()
     head = IntrospectiveHead.wrap(model, loss=args.loss, scale=False).to(device)
-    images = load_images(args.data, args.data_split, limit=args.data_limit)
+    images = load_images(args.data, args.data_split, limit=args.test_images)
     dataset = images.torch_dataset(make_transform(model, train=False))
 
     def collate(rows):
@@ -210,11 +214,11 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
-    for name in args.model:
+    for name in args.arch:
         for batch in args.batch_size:
             r = bench(name, batch, args)
             results.append(r)
-            print(f"\n{name}  batch {batch}  {args.img_size}px  {args.dtype}  {args.device}  H={args.head}"
+            print(f"\n{name}  batch {batch}  {args.img_size}px  {args.dtype}  {args.device}  H={args.net}"
                   f"{'  channels_last' if args.channels_last else ''}{'  compiled' if args.compile else ''}")
             print(f"  {'':12s} {'images/s':>10s} {'ms/batch':>10s}")
             for key, row in r["rows"].items():
@@ -226,7 +230,7 @@ def main(argv=None) -> list[dict]:
                 print(f"   (d)/(b) speed-up: {r['paper_over_introspect']:.1f}x", end="")
             print(f"\n  peak memory: {r['peak_memory_bytes'] / 2**20:.0f} MiB")
     if args.data:
-        for name in args.model:
+        for name in args.arch:
             for batch in args.batch_size:
                 r = bench_dataset(name, batch, args)
                 results.append(r)

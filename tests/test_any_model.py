@@ -211,8 +211,8 @@ def test_explain_cli_takes_an_architecture_and_a_checkpoint(tmp_path):
     image = tmp_path / "x.png"
     make_images(1, seed=4, size=40)[0][0].save(image)
     with pytest.raises(SystemExit, match="no weights were given: pass --checkpoint"):
-        main(["explain", "--model", "test_resnet", "--images", str(image), "--out", str(tmp_path / "e")])
-    main(["explain", "--model", "test_resnet", "--checkpoint", str(checkpoint), "--images", str(image),
+        main(["explain", "--backbone", "test_resnet", "--images", str(image), "--out", str(tmp_path / "e")])
+    main(["explain", "--backbone", "test_resnet", "--checkpoint", str(checkpoint), "--images", str(image),
           "--out", str(tmp_path / "e")])
     record = json.loads((tmp_path / "e" / "explanations.json").read_text())
     assert (tmp_path / "e" / "x.png").is_file() and len(record["images"]) == 1

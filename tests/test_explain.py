@@ -267,7 +267,7 @@ def test_cli_writes_a_png_grid(tmp_path):
     model = create_model("test_resnet", 3, cifar_stem=True).eval()
     save_backbone(model, tmp_path / "f", CLASSES)
     paths = _write_images(tmp_path)
-    assert main(["explain", "--model", str(tmp_path / "f"), "--images", *paths, "--contrast", "all",
+    assert main(["explain", "--backbone", str(tmp_path / "f"), "--images", *paths, "--contrast", "all",
                  "--out", str(tmp_path / "maps")]) == 0
     for i in range(2):
         with Image.open(tmp_path / "maps" / f"image{i}.png") as grid:
@@ -276,7 +276,7 @@ def test_cli_writes_a_png_grid(tmp_path):
     assert summary["method"] == "closed-form" and len(summary["images"]) == 2
     assert summary["images"][0]["contrast"] == CLASSES and summary["images"][0]["prediction"] in CLASSES
     with pytest.raises(SystemExit, match="unknown class name 'purple'"):
-        main(["explain", "--model", str(tmp_path / "f"), "--images", paths[0], "--contrast", "purple",
+        main(["explain", "--backbone", str(tmp_path / "f"), "--images", paths[0], "--contrast", "purple",
               "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit, match="does not exist"):
         main(["explain", "--model", str(tmp_path / "f"), "--images", str(tmp_path / "none.png"),

@@ -397,7 +397,7 @@ def test_cli_runs_the_open_set_split_for_a_class_subset_model(tiny, tmp_path, ca
     ood_dir = tmp_path / "other"
     write_parquet(ood_dir, "test", *make_images(20, 5, size=32, mode="L"))
     out = tmp_path / "ood"
-    main(["ood", "--model", str(model), "--ood", "open-set", str(ood_dir), "--id-images", "16", "--ood-images", "16",
+    main(["ood", "--model", str(model), "--ood", "open-set", str(ood_dir), "--test-images", "16", "--ood-images", "16",
           "--fit-images", "64", "--k", "5", "--conditions", "vanilla", "attack-H", "--out", str(out), "--plots"])
     printed = capsys.readouterr().out
     assert "ID positive" in printed and "OOD positive" in printed and "MSP and ODIN on H" in printed

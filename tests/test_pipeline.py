@@ -267,10 +267,10 @@ def test_holdout_needs_the_same_split(tiny, tmp_path):
     from timm_introspect.cli import main
 
     common = ["--data", str(tiny), "--batch-size", "16", "--preset", "quick"]
-    main(["train-backbone", *common, "--model", "test_resnet", "--epochs", "1", "--train-limit", "40",
+    main(["train-backbone", *common, "--arch", "test_resnet", "--epochs", "1", "--train-images", "40",
           "--holdout", "0.25", "--out", str(tmp_path / "f")])
     with pytest.raises(SystemExit, match="rebuild f's split exactly"):
-        main(["fit", *common, "--backbone", str(tmp_path / "f"), "--epochs", "1", "--train-limit", "30",
+        main(["fit", *common, "--backbone", str(tmp_path / "f"), "--epochs", "1", "--train-images", "30",
               "--use-holdout", "--out", str(tmp_path / "h")])
 
 
@@ -407,11 +407,12 @@ def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_one_leaves_no_l
     assert (tmp_path / "h" / "introspection.safetensors").is_file()
 
 
-@pytest.mark.parametrize("bad", [["--train-limit", "0"], ["--batch-size", "0"], ["--batch-size", "-4"],
-                                 ["--epochs", "0"], ["--lr", "nan"], ["--lr", "-0.1"], ["--workers", "-1"],
-                                 ["--holdout", "1.5"]])
+@pytest.mark.parametrize("bad", [["--train-images", "0"], ["--train-limit", "0"], ["--batch-size", "0"],
+                                 ["--batch-size", "-4"], ["--epochs", "0"], ["--lr", "nan"], ["--lr", "-0.1"],
+                                 ["--workers", "-1"], ["--holdout", "1.5"]])
 def test_cli_rejects_invalid_numbers(bad, capsys):
-    """Issue 15.8: 0 no longer silently means the preset's value; negatives do not crash deep in a sampler."""
+    """Issue 15.8: 0 no longer silently means the preset's value; negatives do not crash deep in a sampler (also
+    under an old spelling, --train-limit)."""
     from timm_introspect.cli import build_parser
 
     with pytest.raises(SystemExit):

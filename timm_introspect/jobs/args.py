@@ -1,0 +1,216 @@
+"""What the commands share: argparse types, argument groups, old flag spellings, loading a split, printing metrics.
+
+The vocabulary is one across commands: f (a trained timm classifier) is ``--backbone``, a saved introspective
+model ``--model``, an architecture to train ``--arch``; subset sizes end in ``-images`` (``--train-images``,
+``--test-images``, ``--pool-images``, ``--ood-images``, ``--fit-images``, ``--corruption-images``); every recipe is
+a ``--preset``; every ``choices=`` comes from its registry. Old spellings are accepted for one release:
+:func:`deprecated` stores them into the new flag and says so on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "MIXED_PRECISION",
+    "Deprecated",
+    "backbone_args",
+    "data_args",
+    "deprecated",
+    "fraction",
+    "load",
+    "loss_arg",
+    "loss_choices",
+    "loss_name",
+    "net_args",
+    "non_negative",
+    "positive",
+    "positive_float",
+    "print_metrics",
+    "scale_choices",
+    "schedule",
+    "schedule_kinds",
+    "train_args",
+    "warn",
+]
+
+#: accelerate's mixed-precision modes the training jobs take.
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def warn(prog: str, message: str) -> None:
+    """One line on stderr: ``<prog>: warning: <message>``."""
+    print(f"{prog}: warning: {message}", file=sys.stderr)
+
+
+class Deprecated(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's ``dest`` (values renamed by ``values``) and prints
+    ``--old is deprecated, use --new`` on stderr. Hidden from ``--help``."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new: str = "", values: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        self.new, self.renamed = new, dict(values or {})
+        kwargs.setdefault("default", argparse.SUPPRESS)  # the new flag's default stands
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if self.nargs == 0:
+            values = self.const
+        elif isinstance(values, str):
+            values = self.renamed.get(values, values)
+        warn(parser.prog, f"{option_string} is deprecated, use {self.new}")
+        setattr(namespace, self.dest, values)
+
+
+def deprecated(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, dest: str | None = None,
+               flag: bool = False, const: Any = None, **kwargs: Any) -> None:
+    """Accept ``old`` for one release as ``new`` (``new`` may carry a value, e.g. ``"--preset quick"``).
+
+    ``dest``: the new flag's (default: from ``new``); ``flag``: ``old`` takes no value and stores ``const``;
+    ``kwargs``: ``type`` / ``choices`` / ``nargs`` of the new flag, and ``values`` (old value -> new value)."""
+    dest = dest or new.split()[0].lstrip("-").replace("-", "_")
+    if flag:
+        kwargs.update(nargs=0, const=const)
+    p.add_argument(old, dest=dest, action=Deprecated, new=new, **kwargs)
+
+
+def schedule_kinds() -> list[str]:
+    """The kinds of :class:`~timm_introspect.training.loop.Schedule` (its ``kind`` field's ``Literal``)."""
+    from ..training.loop import Schedule
+
+    return list(typing.get_args(typing.get_type_hints(Schedule)["kind"]))
+
+
+def scale_choices() -> list[str]:
+    """The feature scalings of :mod:`~timm_introspect.core.scaling`."""
+    from ..core import scaling
+
+    return list(scaling.list_scalings() if hasattr(scaling, "list_scalings") else scaling.SCALINGS)
+
+
+def loss_choices() -> list[str]:
+    """Every loss name of :data:`~timm_introspect.core.losses.LOSSES`, and each with the paper's target M."""
+    from ..core import losses
+
+    names = list(losses.list_losses() if hasattr(losses, "list_losses") else losses.LOSSES)
+    return [*names, *(f"{name}-M" for name in names)]
+
+
+def loss_name(text: str) -> str:
+    """A loss spelled any way :func:`~timm_introspect.core.losses.parse_loss` reads it (``MSE-M``, ``smoothl1``)
+    in the canonical spelling of :func:`loss_choices`; an unknown name is left for ``choices`` to refuse."""
+    from ..core.losses import parse_loss
+    from ..errors import IntrospectionError
+
+    try:
+        key, target = parse_loss(text)
+    except IntrospectionError:
+        return text
+    return f"{key}-M" if target else key
+
+
+def loss_arg(p: argparse.ArgumentParser, default: str = "mse-M") -> None:
+    p.add_argument("--loss", type=loss_name, choices=loss_choices(), default=default, metavar="LOSS",
+                   help="introspection loss: %(choices)s ('-M': the paper's target M; default %(default)s)")
+
+
+def data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id or local folder (Parquet / images)")
+    p.add_argument("--image-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--batch-size", type=positive, default=None)
+    p.add_argument("--workers", type=non_negative, default=0, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="only these classes (indices or names), relabeled 0..k-1 (CIFAR-6/4: --classes 0 1 2 3 4 5)")
+
+
+def train_args(p: argparse.ArgumentParser, presets: Sequence[str], default: str = "paper") -> None:
+    p.add_argument("--preset", choices=list(presets), default=default, help="recipe (default: %(default)s)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--train-images", type=positive, default=None, help="use a seeded subset of this many images")
+    deprecated(p, "--train-limit", "--train-images", type=positive)
+    p.add_argument("--epochs", type=positive, default=None)
+    p.add_argument("--lr", type=positive_float, default=None)
+    p.add_argument("--schedule", choices=schedule_kinds(), default=None, help="learning-rate schedule (default: the "
+                                                                             "preset's)")
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no")
+
+
+def net_args(p: argparse.ArgumentParser) -> None:
+    from ..nets.registry import list_nets
+
+    p.add_argument("--net", choices=list_nets(), default="mlp",
+                   help="H: the paper's MLP on r_x, or an H on r_x's factors (delta, h) that never materializes it")
+    p.add_argument("--scale", choices=scale_choices(), default=None,
+                   help="feature scaling before H: the paper's per-dimension [-1, 1] (maxabs), standardization, or "
+                        "none (default: the preset's)")
+
+
+def backbone_args(p: argparse.ArgumentParser, required: bool, note: str = "") -> None:
+    p.add_argument("--backbone", required=required,
+                   help="f: a folder in timm's layout (train-backbone, save_for_hf), hf-hub:<repo> (a timm model on "
+                        "the Hub), or a timm architecture name with --checkpoint" + note)
+    p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name --backbone")
+
+
+def schedule(preset: Mapping[str, Any], kind: str, args: argparse.Namespace):
+    """The preset's ``kind`` (``"backbone"`` / ``"head"``) schedule with ``--epochs``, ``--lr``, ``--schedule``."""
+    from ..training.loop import Schedule
+
+    values = dict(preset[kind])
+    if getattr(args, "epochs", None) is not None:
+        values["epochs"] = args.epochs
+    if getattr(args, "lr", None) is not None:
+        values["lr"] = args.lr
+    if getattr(args, "schedule", None) is not None:
+        values["kind"] = args.schedule
+    return Schedule(**values)
+
+
+def load(args: argparse.Namespace, split: str, limit: int | None):
+    """``split`` of ``--data`` (a seeded subset of ``limit`` images), with the command's columns and classes."""
+    from ..data.images import load_images
+
+    return load_images(args.data, split, args.image_column, args.label_column, limit=limit, seed=args.seed,
+                       classes=getattr(args, "classes", None))
+
+
+def print_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> None:
+    for who, values in metrics.items():
+        print(f"{who}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
