@@ -8,10 +8,10 @@ On the CPU recipe (``resnet10s_cifar``, ``backbone-cpu`` schedule), for each see
    every variant, so that T never sees an image f or any H trained on.
 2. f's logits z and pooled features h are computed once for f's training images, both held-out halves,
    the clean test set and every CIFAR-10-C set (19 corruptions x 5 severities, generated on the fly from a
-   seeded subset of test images). f's classifier is one linear layer, so r_x for any loss is
-   ``linear_weight_grad(loss_delta(loss, z, c), h)``: the package's functional core, exact (tested against
-   autograd in tests/test_exact.py).
-3. Each variant trains an H on those features (``train_loop``, as ``fit_head`` does) and is scored: f, f+TS
+   seeded subset of test images). f's classifier is one linear layer, so r_x for any loss comes from them:
+   the head's introspective pass from f's outputs (``IntrospectiveHead.introspect_outputs``), M and the
+   scale from its one statistics routine (``fit_statistics``), as every other job fits them.
+3. Each variant trains an H on those features (``train_loop``, as ``train_head`` does) and is scored: f, f+TS
    (T on the calibration half), H and H+TS (its own T on the same half), on clean test images, the mean over
    the corrupted sets and severity 5.
 
@@ -36,16 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from timm_introspect import (
-    FactorScaler,
-    FeatureScaler,
-    MaxLogitMean,
-    StandardScaler,
-    create_net,
-    linear_weight_grad,
-    loss_delta,
-)
-from timm_introspect.core.losses import parse_loss
+from timm_introspect import IntrospectiveHead, create_net
 from timm_introspect.core.metrics import classification_metrics, fit_temperature
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt
 from timm_introspect.data.images import load_images
@@ -147,47 +138,30 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
     return tensors
 
 
-def features(cfg: dict, z: torch.Tensor, h: torch.Tensor, target: float):
-    """r_x of the variant's loss: flat ``(n, N d)``, or factored ``{"fc": (delta, h)}`` for a factored H."""
-    loss, _ = parse_loss(cfg["loss"])
-    delta = loss_delta(loss, z, torch.tensor(target))
-    if cfg["net"] == "factorized":
-        return {"fc": (delta[:, None, :], h[:, None, :])}
-    return linear_weight_grad(delta, h).flatten(1)
-
-
-def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, out: Path) -> dict:
+def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, out: Path,
+                model: torch.nn.Module) -> dict:
+    """Train and score one variant's H on the cached (z, h) of f (``model``): r_x, M and the scale come from the
+    head's own introspective pass from f's outputs and its one statistics routine."""
     source = cfg["source"]
     z, h, y = data[f"{source}:z"], data[f"{source}:h"], data[f"{source}:y"]
-    _, suffix = parse_loss(cfg["loss"])
-    target = 1.0
-    if suffix == "M":
-        m = MaxLogitMean()
-        m.update(z)
-        target = m.compute()
-    x = features(cfg, z, h, target)
     num_classes, dim = z.shape[1], h.shape[1]
-    if cfg["scale"] == "maxabs":
-        scaler = FactorScaler({"fc": (num_classes, dim)}) if isinstance(x, dict) else FeatureScaler(x.shape[1])
-        scaler.update(x)
-    elif cfg["scale"] == "standard":
-        scaler = StandardScaler(x.shape[1])
-        scaler.update(x)
-    else:
-        scaler = lambda t: t  # noqa: E731
     kwargs = dict(hidden=cfg["hidden"], act_layer=cfg["act"])
     if cfg["drop"]:
         kwargs["drop_rate"] = cfg["drop"]
     if cfg["net"] == "factorized":
         kwargs = dict(hidden=cfg["hidden"][1:], act_layer=cfg["act"], rank=cfg["hidden"][0])
     net = create_net(cfg["net"], [(num_classes, dim)], num_classes, **kwargs)
-    scaled = scaler(x)
-    columns = [*scaled["fc"]] if isinstance(scaled, dict) else [scaled]
+    head = IntrospectiveHead.wrap(model, loss=cfg["loss"], introspective_net=net, scale=cfg["scale"])
+    head.fit_statistics(logits=[z], features=lambda: [head.raw_inputs(head.introspect_outputs(z, h))], sync=False)
+    target = float(head.target_value)
+    scaled = head.net_inputs(head.introspect_outputs(z, h))
+    columns = [*next(iter(scaled.values()))] if isinstance(scaled, dict) else [scaled]
     loader = DataLoader(TensorDataset(*columns, y), batch_size=256, shuffle=True)
+    factor_name = head.classifiers[0].name
 
     def loss_fn(model, batch):
         *xs, labels = batch
-        inputs = {"fc": (xs[0], xs[1])} if len(xs) == 2 else xs[0]
+        inputs = {factor_name: (xs[0], xs[1])} if len(xs) == 2 else xs[0]
         return F.cross_entropy(model(inputs), labels)
 
     schedule = Schedule(epochs=cfg["epochs"], lr=cfg["lr"], weight_decay=cfg["wd"], kind="onecycle")
@@ -198,8 +172,7 @@ def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, 
 
     @torch.no_grad()
     def h_logits(key: str) -> torch.Tensor:
-        feats = scaler(features(cfg, data[f"{key}:z"], data[f"{key}:h"], target))
-        return net(feats)
+        return net(head.net_inputs(head.introspect_outputs(data[f"{key}:z"], data[f"{key}:h"])))
 
     t_f = fit_temperature(data["calib:z"], data["calib:y"])
     t_h = fit_temperature(h_logits("calib"), data["calib:y"])
@@ -229,7 +202,8 @@ def aggregate(results: list[dict]) -> dict:
                 for k in KEYS:
                     table.setdefault(r["variant"], {}).setdefault(part, {}).setdefault(m, {}).setdefault(k, []).append(
                         r[part][m][k])
-    return {v: {p: {m: {k: (float(np.mean(x)), float(np.std(x)), len(x)) for k, x in ks.items()}
+    return {v: {p: {m: {k: (float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, len(x))
+                            for k, x in ks.items()}
                     for m, ks in ms.items()} for p, ms in parts.items()} for v, parts in table.items()}
 
 
@@ -290,7 +264,8 @@ def main(argv=None) -> dict:
             if path.is_file():
                 results.append(json.loads(path.read_text()))
                 continue
-            result = run_variant(name, {**PAPER, **VARIANTS[name]}, data, seed, out / f"seed{seed}")
+            result = run_variant(name, {**PAPER, **VARIANTS[name]}, data, seed, out / f"seed{seed}",
+                                 backbone_for(seed, args, train).eval())
             path.write_text(json.dumps(result, indent=2))
             results.append(result)
             c = result["corrupted"]

@@ -99,7 +99,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def compare(head: IntrospectiveHead, model, x: torch.Tensor, loss: str, tol: float) -> tuple[float, str | None]:
     """Largest relative error of r_x against autograd, and what is wrong (None when exact)."""
-    base_logits, features = head._introspect(x)
+    out = head.introspect(x)
+    base_logits, features = out.logits, out.features()
     with torch.no_grad():
         plain = model(x)
     ref = autograd_features(model, x, loss, 1.0, one_image_per_forward=False)

@@ -78,12 +78,12 @@ def test_features_equal_the_head_on_the_same_batch(train, tmp_path):
     assert torch.allclose(flat, direct, rtol=1e-5, atol=1e-7)
 
 
-def test_an_interrupted_extraction_resumes_where_it_stopped(train, tmp_path, monkeypatch, capsys):
+def test_an_interrupted_extraction_resumes_where_it_stopped(train, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(cache_module, "_PROGRESS_EVERY_S", 0.0)  # record progress after every batch
     reference, ref_labels, _ = extract_features(Accelerator(), make_head(), train, tmp_path / "whole", batch_size=8,
                                                 factored=True)
     head, calls = make_head(), []
-    real = head.introspective_factors
+    real = head.introspect
 
     def crash_on_the_third_batch(x):
         calls.append(len(x))
@@ -91,7 +91,7 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(train, tmp_path, mon
             raise KeyboardInterrupt  # the user stops the run (or the machine goes away)
         return real(x)
 
-    monkeypatch.setattr(head, "introspective_factors", crash_on_the_third_batch)
+    monkeypatch.setattr(head, "introspect", crash_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         extract_features(Accelerator(), head, train, tmp_path / "cut", batch_size=8, factored=True)
     (partial,) = (tmp_path / "cut").glob(".*.partial")
@@ -99,18 +99,19 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(train, tmp_path, mon
     assert not any((tmp_path / "cut").glob("*/meta.json"))  # no entry until it is complete
 
     head, calls = make_head(), []
-    real = head.introspective_factors
-    monkeypatch.setattr(head, "introspective_factors", lambda x: calls.append(len(x)) or real(x))
-    capsys.readouterr()
-    resumed, labels, _ = extract_features(Accelerator(), head, train, tmp_path / "cut", batch_size=8, factored=True)
-    assert "resuming the extraction at image 16/40" in capsys.readouterr().out
+    real = head.introspect
+    monkeypatch.setattr(head, "introspect", lambda x: calls.append(len(x)) or real(x))
+    with caplog.at_level("INFO", logger="timm_introspect"):
+        resumed, labels, _ = extract_features(Accelerator(), head, train, tmp_path / "cut", batch_size=8,
+                                              factored=True)
+    assert "resuming the extraction at image 16/40" in caplog.text
     assert calls == [8, 8, 8]  # only the 24 images not yet written
     assert torch.equal(labels, ref_labels)
     for name, (delta, h) in reference.items():
         assert torch.equal(resumed[name][0], delta) and torch.equal(resumed[name][1], h)
 
 
-def test_a_damaged_cache_file_is_refused_and_rebuilt(train, tmp_path, capsys):
+def test_a_damaged_cache_file_is_refused_and_rebuilt(train, tmp_path, caplog):
     features, _, folder = extract_features(Accelerator(), make_head(), train, tmp_path, batch_size=16)
     expected = features.clone()
     path = folder / "features.safetensors"
@@ -120,7 +121,7 @@ def test_a_damaged_cache_file_is_refused_and_rebuilt(train, tmp_path, capsys):
     with pytest.raises(Exception, match="not a valid safetensors file"):
         open_mapped(path)
     rebuilt, _, _ = extract_features(Accelerator(), make_head(), train, tmp_path, batch_size=16)
-    assert "damaged" in capsys.readouterr().out
+    assert "damaged" in caplog.text
     assert torch.equal(rebuilt, expected)
 
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import timm_introspect
 from timm_introspect.core.metrics import accuracy, brier_score, calibration_errors, classification_metrics, nll
 
 
@@ -76,7 +77,7 @@ def test_any_integer_labels_and_clear_errors():
     # CIFAR-10-C's labels.npy is uint8
     assert classification_metrics(logits, torch.as_tensor(labels.numpy().astype(np.uint8))) == reference
     assert classification_metrics(logits, labels.numpy().astype(np.int32)) == reference
-    with pytest.raises(TypeError, match="integer class indices"):
+    with pytest.raises(timm_introspect.DataError, match="integer class indices"):
         classification_metrics(logits, labels.float())
     with pytest.raises(ValueError, match="labels for logits"):
         classification_metrics(logits, labels[:49])

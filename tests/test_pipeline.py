@@ -79,17 +79,17 @@ def cache_dirs(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir() if (p / "meta.json").is_file()}
 
 
-def test_feature_cache_is_reused_and_invalidated(tiny, backbone_dir, tmp_path, capsys):
+def test_feature_cache_is_reused_and_invalidated(tiny, backbone_dir, tmp_path, caplog):
     cache = tmp_path / "cache"
     train = load_images(str(tiny), "train")
     fit_head(load_backbone(backbone_dir), train, tmp_path / "a", loss="mse", schedule=head_schedule(1),
              cache_dir=cache, **FAST)
     (first,) = cache_dirs(cache)
     stamp = (cache / first / "features.safetensors").stat().st_mtime_ns
-    capsys.readouterr()
-    fit_head(load_backbone(backbone_dir), train, tmp_path / "b", loss="mse", schedule=head_schedule(1),
-             cache_dir=cache, **FAST)
-    assert "reusing cached features" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="timm_introspect"):
+        fit_head(load_backbone(backbone_dir), train, tmp_path / "b", loss="mse", schedule=head_schedule(1),
+                 cache_dir=cache, **FAST)
+    assert "reusing cached features" in caplog.text
     assert cache_dirs(cache) == {first} and (cache / first / "features.safetensors").stat().st_mtime_ns == stamp
 
     # another loss, other weights of f, other data: each a new cache entry, never the stale one
@@ -110,7 +110,7 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_path, capsys):
+def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_path, caplog):
     train = load_images(str(tiny), "train")
     kwargs = dict(loss="mse-M", schedule=head_schedule(3), cache_dir=tmp_path / "cache", **FAST)
     straight = fit_head(load_backbone(backbone_dir), train, tmp_path / "straight", **kwargs)
@@ -123,10 +123,10 @@ def test_interrupted_fit_resumes_to_the_same_weights(tiny, backbone_dir, tmp_pat
         fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed", on_step=crash, **kwargs)
     assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["epoch-0001"]
     steps = []
-    capsys.readouterr()
-    resumed = fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed",
-                       on_step=lambda epoch, step: steps.append(epoch), **kwargs)
-    assert "resumed from" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="timm_introspect"):
+        resumed = fit_head(load_backbone(backbone_dir), train, tmp_path / "resumed",
+                           on_step=lambda epoch, step: steps.append(epoch), **kwargs)
+    assert "resumed from" in caplog.text
     assert sorted(set(steps)) == [1, 2]  # epoch 0 was not trained again
     for (name, a), (_, b) in zip(straight.introspective_net.state_dict().items(),
                                  resumed.introspective_net.state_dict().items(), strict=False):
@@ -440,7 +440,7 @@ def test_non_finite_data_and_diverged_training_are_refused(tiny, backbone_dir, t
 
 
 @pytest.mark.parametrize("damage", ["truncate", "meta", "width", "rows"])
-def test_a_damaged_feature_cache_is_rebuilt(tiny, backbone_dir, tmp_path, capsys, damage):
+def test_a_damaged_feature_cache_is_rebuilt(tiny, backbone_dir, tmp_path, caplog, damage):
     """Issue 15.12: a damaged cache entry is detected and rebuilt, giving the same H as an intact one."""
     cache = tmp_path / "cache"
     train = load_images(str(tiny), "train")
@@ -459,9 +459,8 @@ def test_a_damaged_feature_cache_is_rebuilt(tiny, backbone_dir, tmp_path, capsys
         else:
             tensors = {k: v[:-2].contiguous() for k, v in tensors.items()}
         safetensors.torch.save_file(tensors, str(path))
-    capsys.readouterr()
     rebuilt = fit_head(load_backbone(backbone_dir), train, tmp_path / "b", **kwargs)
-    assert "damaged" in capsys.readouterr().out
+    assert "damaged" in caplog.text
     assert torch.equal(rebuilt.target_value, intact.target_value)
     for a, b in zip(intact.introspective_net.parameters(), rebuilt.introspective_net.parameters(), strict=True):
         assert torch.equal(a, b)

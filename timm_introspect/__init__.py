@@ -30,11 +30,22 @@ from .apps.active import (
 from .apps.explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
 from .core.classifier import ClassifierLayer, find_classifiers
 from .core.features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
+from .core.introspect import Introspection, introspect, introspect_outputs
 from .core.losses import LOSSES, introspection_loss, loss_delta, parse_loss
 from .core.metrics import accuracy, brier_score, calibration_errors, classification_metrics, fit_temperature, nll
 from .core.reference import autograd_features
-from .core.scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler, scale_features
-from .core.stats import MaxLogitMean
+from .core.scaling import (
+    SCALINGS,
+    FactorScaler,
+    FeatureScaler,
+    StandardScaler,
+    create_scaler,
+    fit_scaler,
+    list_scalings,
+    register_scaling,
+    scale_features,
+)
+from .core.stats import MaxLogitMean, fit_target
 from .errors import (
     CheckpointError,
     DataError,
@@ -52,14 +63,20 @@ from .errors import (
     UnsupportedClassifierError,
 )
 from .io.backbones import resolve_backbone
-from .model.head import IntrospectiveHead, IntrospectiveOutput
+from .model.head import IntrospectiveHead, IntrospectiveOutput, IntrospectivePass
 from .nets.cifar import CIFAR_ARCHS, create_model, use_cifar_stem
 from .nets.lowrank import FactorizedMLP, RankOneMLP
 from .nets.mlp import IntrospectiveMLP
 from .nets.registry import create_net, list_nets, register_net
+from .training.evaluate import evaluate_head, predict
+from .training.fit import train_head
+from .training.loop import Schedule
 from .version import __version__
 
 __all__ = [
+    "Schedule",
+    "IntrospectivePass",
+    "Introspection",
     "ActiveConfig",
     "ActiveData",
     "CIFAR_ARCHS",
@@ -123,4 +140,14 @@ __all__ = [
     "run_active_learning",
     "scale_features",
     "use_cifar_stem",
+    "train_head",
+    "predict",
+    "evaluate_head",
+    "fit_target",
+    "register_scaling",
+    "list_scalings",
+    "fit_scaler",
+    "create_scaler",
+    "introspect_outputs",
+    "introspect",
 ]

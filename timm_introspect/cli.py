@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import re
 import sys
 
 from .errors import IntrospectionError, MissingDependencyError
@@ -75,12 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: parameters the library's errors name (``checkpoint=<file>``); on the command line they are flags
+_FLAGS = ("checkpoint", "holdout", "train_images", "test_images", "batch_size", "scale", "loss", "net")
+_FLAG_RE = re.compile(r"(?<![\w.-])(" + "|".join(_FLAGS) + r")=(\S?)")
+
+
+def _as_flags(text: str) -> str:
+    """``checkpoint=<file>`` -> ``--checkpoint <file>``, for the parameters that are flags."""
+    return _FLAG_RE.sub(lambda m: f"--{m.group(1).replace('_', '-')}" + (f" {m.group(2)}" if m.group(2) else ""), text)
+
+
 def _one_line(err: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    text = _as_flags(" ".join(line.strip() for line in str(err).splitlines() if line.strip()))
     if isinstance(err, IntrospectionError):
         return text or type(err).__name__
     # not one of the package's errors (which say what to do): name its kind, and where the details are
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _show_messages(prefix: str, debug: bool) -> None:
+    """The library logs to ``logging`` (``timm_introspect.*``); on the command line its INFO messages go to
+    stderr (DEBUG with ``--debug``), once per process."""
+    logger = logging.getLogger("timm_introspect")
+    if not any(getattr(h, "_timm_introspect_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+        handler._timm_introspect_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = args.debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     prefix = f"{parser.prog} {args.command}"
+    _show_messages(prefix, debug)
     try:
         args.handler(args)
     except KeyboardInterrupt:

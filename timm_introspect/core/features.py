@@ -19,13 +19,14 @@ from torch.func import functional_call, vjp, vmap
 
 from .classifier import ClassifierLayer
 
-__all__ = ["Factors", "conv1x1_weight_grad", "functional_weight_grad", "linear_weight_grad", "weight_grad"]
+__all__ = ["Factors", "conv1x1_weight_grad", "functional_weight_grad", "linear_weight_grad", "promote", "weight_grad"]
 
 #: r_x in factored form: classifier name -> ``(delta (B, S, N), h (B, S, d))``, r_x = sum_s delta_s h_s^T
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def _promote(delta: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def promote(delta: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both factors in their common dtype, at least float32 (r_x of a float16 / bfloat16 f is float32)."""
     dtype = torch.promote_types(torch.promote_types(delta.dtype, h.dtype), torch.float32)
     return delta.to(dtype), h.to(dtype)
 
@@ -40,7 +41,7 @@ def linear_weight_grad(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, N, d)``: ``sum_s delta[b, s, :] outer h[b, s, :]`` for each sample ``b``.
     """
-    delta, h = _promote(delta, h)
+    delta, h = promote(delta, h)
     batch = delta.shape[0]
     if delta.dim() == 2:  # the common case: one position per sample, a plain outer product
         return delta.unsqueeze(2) * h.unsqueeze(1)
@@ -57,7 +58,7 @@ def conv1x1_weight_grad(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, N, C, 1, 1)``, the shape of the conv weight with a batch dimension in front.
     """
-    delta, h = _promote(delta, h)
+    delta, h = promote(delta, h)
     grad = torch.bmm(delta.flatten(2), h.flatten(2).transpose(1, 2))
     return grad[..., None, None]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import DataError
+
 __all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll"]
 
 
@@ -17,9 +19,9 @@ def _labels(labels, logits: torch.Tensor) -> torch.Tensor:
     """Class indices of any integer dtype (e.g. the uint8 of CIFAR-10-C's labels.npy) as int64."""
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+        raise DataError(f"labels must be integer class indices, got {labels.dtype}")
     if labels.shape != logits.shape[:-1]:
-        raise ValueError(f"{tuple(labels.shape)} labels for logits of shape {tuple(logits.shape)}")
+        raise DataError(f"{tuple(labels.shape)} labels for logits of shape {tuple(logits.shape)}")
     return labels.long()
 
 

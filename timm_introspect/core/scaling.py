@@ -10,17 +10,18 @@ the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import torch
 from torch import nn
 
-from ..errors import DataError, NotFittedError
+from ..errors import DataError, InvalidArgumentError, NotFittedError
 from .features import Factors
 from .stats import sync_max, sync_sum
 
-__all__ = ["SCALINGS", "FactorScaler", "FeatureScaler", "StandardScaler", "scale_features"]
-
-#: The feature scalings an :class:`~timm_introspect.IntrospectiveHead` takes (``scale=``).
-SCALINGS = ("maxabs", "standard", "none")
+__all__ = ["SCALINGS", "FactorScaler", "FeatureScaler", "StandardScaler", "create_scaler", "fit_scaler",
+           "list_scalings", "register_scaling", "scale_features"]
 
 
 def scale_features(features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -231,3 +232,65 @@ class StandardScaler(_Fitted):
 
     def extra_repr(self) -> str:
         return f"num_features={self.sum.numel()}"
+
+
+# --- the registry: name -> how to build the scaler for flat r_x, and for r_x in factored form -------------
+
+_SCALINGS: dict[str, tuple[Callable[[int], nn.Module], Callable[[dict[str, tuple[int, int]]], nn.Module] | None]] = {}
+
+
+def register_scaling(name: str, flat: Callable[[int], nn.Module],
+                     factored: Callable[[dict[str, tuple[int, int]]], nn.Module] | None = None) -> None:
+    """Register a feature scaling: ``flat(num_features)`` builds it for materialized r_x ``(B, F)``,
+    ``factored(shapes)`` (``{classifier: (N, d)}``) for r_x in factored form (``None``: not available).
+
+    A scaler is an ``nn.Module`` with ``reset()``, ``update(batch)``, ``sync()`` and a ``fitted`` buffer
+    (see :class:`FeatureScaler`); its statistics are buffers, saved with the model.
+    """
+    _SCALINGS[name] = (flat, factored)
+
+
+def list_scalings() -> list[str]:
+    """The registered scalings (``IntrospectiveHead(scale=...)``)."""
+    return list(_SCALINGS)
+
+
+def create_scaler(name: str, num_features: int, factor_shapes: dict[str, tuple[int, int]] | None = None) -> nn.Module:
+    """The scaler ``name`` for flat r_x of ``num_features`` dimensions, or, given ``factor_shapes``, for r_x in
+    factored form."""
+    if name not in _SCALINGS:
+        raise InvalidArgumentError(f"scale must be one of {', '.join(_SCALINGS)} (or True / False), got {name!r}")
+    flat, factored = _SCALINGS[name]
+    if factor_shapes is None:
+        return flat(num_features)
+    if factored is None:
+        raise InvalidArgumentError(
+            f"scale={name!r} works on materialized r_x; an H on factors (delta, h) never sees r_x: use one of "
+            f"{', '.join(k for k, v in _SCALINGS.items() if v[1] is not None)} with this H")
+    return factored(factor_shapes)
+
+
+@torch.no_grad()
+def fit_scaler(scaler: nn.Module, batches: Iterable[Any], sync: bool = True) -> nn.Module:
+    """Fit ``scaler`` on every batch of raw r_x (flat ``(B, F)`` or factors): reset, update, sync.
+
+    ``sync`` reduces over processes (each having seen its own shard); ``False`` when every process saw all.
+    """
+    if isinstance(scaler, nn.Identity):
+        return scaler
+    scaler.reset()
+    for batch in batches:
+        scaler.update(batch)
+    if sync:
+        scaler.sync()
+    if not bool(scaler.fitted):
+        raise DataError("the feature scale got no batches: pass a non-empty iterable of training images")
+    return scaler
+
+
+register_scaling("maxabs", FeatureScaler, FactorScaler)
+register_scaling("standard", StandardScaler)
+register_scaling("none", lambda num_features: nn.Identity(), lambda shapes: nn.Identity())
+
+#: The built-in feature scalings (see :func:`list_scalings` for all registered ones).
+SCALINGS = tuple(list_scalings())

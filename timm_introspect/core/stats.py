@@ -15,13 +15,14 @@ get bitwise the same M and scale from the same images.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
 
 from ..errors import DataError
 
-__all__ = ["MaxLogitMean", "distributed_world", "sync_max", "sync_sum"]
+__all__ = ["MaxLogitMean", "distributed_world", "fit_target", "sync_max", "sync_sum"]
 
 
 def distributed_world() -> int:
@@ -80,7 +81,7 @@ class MaxLogitMean:
     def update(self, logits: torch.Tensor) -> None:
         """Fold in a batch of logits ``(B, N)``."""
         if logits.dim() != 2:
-            raise ValueError(f"expected logits of shape (B, N), got {tuple(logits.shape)}")
+            raise DataError(f"expected logits of shape (B, N), got {tuple(logits.shape)}")
         self._values.append(logits.detach().float().amax(-1).cpu())
 
     def sync(self) -> None:
@@ -95,9 +96,9 @@ class MaxLogitMean:
         return sum(v.numel() for v in self._values)
 
     def compute(self) -> float:
-        """The mean maximum logit, exactly rounded; raises ``ValueError`` when nothing was seen."""
+        """The mean maximum logit, exactly rounded; raises :class:`DataError` when nothing was seen."""
         if self.count == 0:
-            raise ValueError("M is the mean max-logit over training images, but no images were seen: pass a "
+            raise DataError("M is the mean max-logit over training images, but no images were seen: pass a "
                              "non-empty iterable of training images")
         values = torch.cat(self._values).double()
         if not torch.isfinite(values).all():
@@ -105,3 +106,18 @@ class MaxLogitMean:
             raise DataError(f"{bad} of {values.numel()} images give a non-finite maximum logit: M cannot be "
                              "estimated; check the images (NaN or inf values) and f's weights")
         return math.fsum(values.tolist()) / values.numel()
+
+
+@torch.no_grad()
+def fit_target(logits: Iterable[torch.Tensor], sync: bool = True) -> float:
+    """Target M of the "-M" losses from batches of f's logits ``(B, N)``: :class:`MaxLogitMean` over all of them.
+
+    ``sync`` reduces over processes (each process having seen its own shard); pass ``False`` when every
+    process already saw every batch (e.g. gathered logits).
+    """
+    m = MaxLogitMean()
+    for batch in logits:
+        m.update(batch)
+    if sync:
+        m.sync()
+    return m.compute()

@@ -22,9 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from ..errors import DataError
+from ..errors import DataError, InvalidArgumentError
 
-__all__ = ["LabeledImages", "batch_images", "load_images", "make_loader", "make_transform", "model_pixels"]
+__all__ = ["LabeledImages", "batch_images", "batch_labels", "decode_image", "load_images", "make_loader",
+           "make_transform",
+           "model_pixels"]
 
 
 @dataclass
@@ -62,17 +64,17 @@ class LabeledImages:
         (e.g. ImageNet-C's :func:`~timm_introspect.data.cifar10c.imagenet_preprocess`).
         """
         if model is not None and resize is not None:
-            raise ValueError("pass model= or resize=, not both")
+            raise InvalidArgumentError("pass model= or resize=, not both")
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
         resize = model_pixels(model) if model is not None else resize or np.asarray
-        return np.stack([np.asarray(resize(_decode(item, "RGB"))) for item in raw]), self.labels().numpy()
+        return np.stack([np.asarray(resize(decode_image(item, "RGB"))) for item in raw]), self.labels().numpy()
 
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` of the first image (``None`` for an empty dataset)."""
         if not len(self):
             return None
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[0][self.image_column]
-        width, height = _decode(raw, "RGB").size
+        width, height = decode_image(raw, "RGB").size
         return height, width
 
     def pixels(self) -> torch.Tensor:
@@ -84,7 +86,7 @@ class LabeledImages:
         """``(rest, held_out)``: a seeded random split, e.g. f on the rest and H on the held-out part
         (paper, Fig. 10)."""
         if not 0 < fraction < 1:
-            raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+            raise InvalidArgumentError(f"holdout fraction must be in (0, 1), got {fraction}")
         parts = self.dataset.train_test_split(test_size=fraction, seed=seed, shuffle=True)
         return (
             LabeledImages(parts["train"], self.image_column, self.label_column, self.label_names, self.source,
@@ -134,14 +136,15 @@ class LabeledImages:
         image_column, label_column = self.image_column, self.label_column
 
         def apply(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            pixels = [transform(_decode(item, mode)) for item in batch[image_column]]
+            pixels = [transform(decode_image(item, mode)) for item in batch[image_column]]
             return {"pixel_values": pixels, "label": batch[label_column]}
 
         raw = self.dataset.cast_column(image_column, datasets.Image(decode=False))
         return raw.with_transform(apply)
 
 
-def _decode(item: dict[str, Any] | Image.Image, mode: str) -> Image.Image:
+def decode_image(item: dict[str, Any] | Image.Image, mode: str) -> Image.Image:
+    """A dataset row's image (a PIL image, or the ``datasets`` dict of its bytes / path) as a PIL image in ``mode``."""
     if isinstance(item, Image.Image):
         return item.convert(mode)
     try:
@@ -295,10 +298,21 @@ def batch_images(batch: Any) -> torch.Tensor:
         for key in ("pixel_values", "image", "img", "x"):
             if isinstance(batch.get(key), torch.Tensor):
                 return batch[key]
-    raise TypeError(
+    raise DataError(
         "cannot find images in the batch: yield a tensor, an (images, labels) tuple, or a dict with "
         f"'pixel_values', 'image', 'img' or 'x'; got {type(batch).__name__}"
     )
+
+
+def batch_labels(batch: Any) -> torch.Tensor | None:
+    """The labels of a batch: the second item of a tuple/list, or a dict's ``label`` / ``labels``; ``None`` if none."""
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2 and batch[1] is not None:
+        return torch.as_tensor(batch[1])
+    if isinstance(batch, dict):
+        for key in ("label", "labels", "y"):
+            if batch.get(key) is not None:
+                return torch.as_tensor(batch[key])
+    return None
 
 
 def make_loader(images: LabeledImages, model: nn.Module, train: bool, batch_size: int, workers: int = 0) -> DataLoader:

@@ -53,18 +53,18 @@ def resolve_backbone(spec: str | Path, checkpoint: str | Path | None = None) -> 
     if checkpoint is None:
         if timm.is_model(text):
             raise CheckpointError(
-                f"{text!r} is a timm architecture but no weights were given: pass --checkpoint <file>.safetensors, "
+                f"{text!r} is a timm architecture but no weights were given: pass checkpoint=<file>.safetensors, "
                 f"or a timm model on the Hub as hf-hub:<repo> (e.g. hf-hub:timm/{text}.<tag>)")
         raise CheckpointError(
             f"{text!r} is neither a folder, an hf-hub:<repo> id, nor a timm architecture: pass a folder written by "
             "`timm-introspect train-backbone` (or timm's save_for_hf), hf-hub:<owner>/<name>, or an architecture "
-            "name with --checkpoint <file>.safetensors")
+            "name with checkpoint=<file>.safetensors")
     return _from_checkpoint(text, Path(checkpoint))
 
 
 def _no_checkpoint(checkpoint: str | Path | None, spec: str) -> None:
     if checkpoint is not None:
-        raise CheckpointError(f"{spec} brings its own weights: --checkpoint goes only with an architecture name")
+        raise CheckpointError(f"{spec} brings its own weights: checkpoint= goes only with an architecture name")
 
 
 def load_folder(folder: str | Path) -> nn.Module:

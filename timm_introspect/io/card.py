@@ -7,16 +7,13 @@ import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import timm
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..nets.registry import describe_net
 from ..version import __version__
-
-if TYPE_CHECKING:
-    from ..model.head import IntrospectiveHead
+from .hub import HeadLike
 
 __all__ = ["model_card"]
 
@@ -41,7 +38,7 @@ def _cell(value: object) -> str:
 
 
 def model_card(
-    head: IntrospectiveHead,
+    head: HeadLike,
     repo_id: str | None = None,
     model_name: str | None = None,
     metrics: dict[str, dict[str, dict[str, float]]] | None = None,

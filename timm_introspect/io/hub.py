@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -41,9 +41,6 @@ from .checkpoint import (
     read_timm_config,
 )
 
-if TYPE_CHECKING:
-    from ..model.head import IntrospectiveHead
-
 __all__ = ["FORMAT_VERSION", "IntrospectionConfig", "build_backbone", "download_files", "load_head", "load_strict",
            "introspection_config", "load_tensors", "read_timm_config", "save_backbone", "save_head"]
 
@@ -53,6 +50,10 @@ FORMAT_VERSION = 1
 INTROSPECTION_CONFIG = "introspection_config.json"
 INTROSPECTION_WEIGHTS = "introspection.safetensors"
 FILES = (TIMM_CONFIG, TIMM_WEIGHTS, INTROSPECTION_CONFIG, INTROSPECTION_WEIGHTS)
+
+#: an :class:`~timm_introspect.IntrospectiveHead` (model/head.py); typed as a module here, since io sits below
+#: the model layer and never imports it
+HeadLike = nn.Module
 
 
 @dataclass
@@ -188,7 +189,7 @@ def build_backbone(timm_cfg: dict[str, Any], weights: str | Path) -> nn.Module:
     return model.eval()
 
 
-def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
+def introspection_config(head: HeadLike) -> IntrospectionConfig:
     """What ``introspection_config.json`` holds for ``head``."""
     return IntrospectionConfig(
         loss=head.loss, target=head.target, num_classes=head.num_classes, num_features=head.num_features,
@@ -199,19 +200,19 @@ def introspection_config(head: IntrospectiveHead) -> IntrospectionConfig:
     )
 
 
-def _introspection_state(head: IntrospectiveHead) -> dict[str, torch.Tensor]:
+def _introspection_state(head: HeadLike) -> dict[str, torch.Tensor]:
     """What ``introspection.safetensors`` holds: everything of the head but f."""
     return {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
 
 
-def check_savable(head: IntrospectiveHead) -> None:
+def check_savable(head: HeadLike) -> None:
     """Check that everything can be written (finite weights, a model card that renders), before any file of
     a folder is touched."""
     check_finite({**_introspection_state(head), **head.model.state_dict()}, "the model")
     head.generate_model_card()
 
 
-def save_head(head: IntrospectiveHead, save_directory: str | Path) -> None:
+def save_head(head: HeadLike, save_directory: str | Path) -> None:
     """Write ``head`` to a folder: f in timm's layout, ``introspection_config.json``, ``introspection.safetensors``.
 
     The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin, which runs
@@ -227,7 +228,7 @@ def save_head(head: IntrospectiveHead, save_directory: str | Path) -> None:
 
 
 def load_head(
-    cls: type[IntrospectiveHead],
+    cls: type[HeadLike],
     model_id: str,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
@@ -236,7 +237,7 @@ def load_head(
     token: str | bool | None = None,
     map_location: str | torch.device = "cpu",
     introspective_net: nn.Module | None = None,
-) -> IntrospectiveHead:
+) -> HeadLike:
     """Rebuild a head saved by :func:`save_head` from a folder or a Hub repo: all or nothing.
 
     Every file is read and checked (names, shapes, the classifier layers) before any weight is copied;

@@ -7,7 +7,7 @@ Library name, tags and pipeline tag are declared here, once; the card reads them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
@@ -17,9 +17,7 @@ from torch import nn
 from ..errors import CheckpointError
 from . import hub
 from .card import model_card
-
-if TYPE_CHECKING:
-    from ..model.head import IntrospectiveHead
+from .hub import HeadLike
 
 __all__ = ["IntrospectiveHubMixin"]
 
@@ -52,8 +50,9 @@ class IntrospectiveHubMixin(
                         cache_dir: str | Path | None = None, force_download: bool = False,
                         local_files_only: bool = False, token: str | bool | None = None,
                         map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
-                        **unused: Any) -> IntrospectiveHead:
-        """Load a model saved with :meth:`save_pretrained` / :meth:`push_to_hub` (a folder or a Hub repo id).
+                        **unused: Any) -> HeadLike:
+        """Load a model saved with :meth:`save_pretrained` / :meth:`push_to_hub`: a folder, or a Hub repo id
+        (``"user/name"``, or timm's ``"hf-hub:user/name"``).
 
         Takes ``huggingface_hub``'s arguments (``revision``, ``cache_dir``, ``force_download``,
         ``local_files_only``, ``token``) plus ``map_location`` and ``introspective_net`` (an H to load the
@@ -63,6 +62,8 @@ class IntrospectiveHubMixin(
         half-loaded.
         """
         model_id = str(pretrained_model_name_or_path)
+        if model_id.startswith("hf-hub:") and not Path(model_id).exists():  # timm's spelling of a Hub id
+            model_id = model_id[len("hf-hub:"):]
         try:
             return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
                                         force_download=force_download, local_files_only=local_files_only,
@@ -81,7 +82,7 @@ class IntrospectiveHubMixin(
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
                          force_download: bool, local_files_only: bool, token: str | bool | None,
                          map_location: str | torch.device = "cpu", introspective_net: nn.Module | None = None,
-                         **unused: Any) -> IntrospectiveHead:
+                         **unused: Any) -> HeadLike:
         return hub.load_head(cls, model_id, revision, cache_dir, force_download, local_files_only, token,
                              map_location=map_location, introspective_net=introspective_net)
 

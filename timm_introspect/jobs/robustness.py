@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from timm.data import resolve_model_data_config
-from tqdm.auto import tqdm
 
 from ..core.metrics import classification_metrics, fit_temperature
 from ..data.augment import BatchAugment
 from ..data.images import LabeledImages, load_images
 from ..errors import DataError, InvalidArgumentError
+from ..log import tqdm
 from ..model.head import IntrospectiveHead
 
 __all__ = ["MODELS", "calibration_images", "corruption_benchmark", "normalized_batches", "predict_arrays",

@@ -3,62 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..core.classifier import ClassifierLayer, find_classifiers
-from ..core.features import Factors, _promote, weight_grad
-from ..core.introspect import output_grads, run_with_hooks
-from ..core.losses import loss_delta, parse_loss
-from ..core.scaling import SCALINGS, FactorScaler, FeatureScaler, StandardScaler
-from ..core.stats import MaxLogitMean
+from ..core.features import Factors
+from ..core.introspect import Introspection, eval_mode, introspect, introspect_outputs
+from ..core.losses import parse_loss
+from ..core.scaling import create_scaler, fit_scaler
+from ..core.stats import fit_target
 from ..data.images import batch_images
-from ..errors import InputShapeError, NotFittedError, UnsupportedClassifierError
+from ..errors import InputShapeError, InvalidArgumentError, NotFittedError, UnsupportedClassifierError
 from ..io.hub_mixin import IntrospectiveHubMixin
+from ..log import tqdm
 from ..nets.mlp import IntrospectiveMLP
 from ..nets.registry import create_net
+from .outputs import IntrospectiveOutput, IntrospectivePass
 
-__all__ = ["IntrospectiveHead", "IntrospectiveOutput", "layer_factors"]
-
-
-def layer_factors(layer: ClassifierLayer, calls: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                  x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """r_x of one linear / 1x1-conv classifier layer in factored form, from its calls' ``(h, dJ/d(output))``.
-
-    Returns ``(delta (B, S, N), h (B, S, d))`` over the S positions of all calls (zeros when the layer was not
-    called on ``x``).
-    """
-    deltas, hs = [], []
-    for h, g in calls:
-        if layer.kind == "conv1x1":  # positions are the spatial ones: (B, C, H, W) -> (B, HW, C)
-            g, h = g.flatten(2).transpose(1, 2), h.flatten(2).transpose(1, 2)
-        g, h = _promote(g, h)
-        deltas.append(g.reshape(g.shape[0], -1, g.shape[-1]))
-        hs.append(h.reshape(h.shape[0], -1, h.shape[-1]))
-    if not deltas:
-        n, d = layer.weight.shape[:2]
-        deltas, hs = [x.new_zeros(x.shape[0], 1, n)], [x.new_zeros(x.shape[0], 1, d)]
-    return torch.cat(deltas, 1), torch.cat(hs, 1)
-
-@dataclass
-class IntrospectiveOutput:
-    """What :class:`IntrospectiveHead` returns.
-
-    Attributes:
-        logits: ``(B, N)`` H's prediction from the introspective features.
-        base_logits: ``(B, N)`` f's logits, bit-identical to calling the wrapped model.
-        features: ``(B, F)`` the scaled, flattened introspective features H saw (``None`` for an H
-            that reads them in factored form and never materializes them).
-    """
-
-    logits: torch.Tensor
-    base_logits: torch.Tensor
-    features: torch.Tensor | None = None
+__all__ = ["IntrospectiveHead", "IntrospectiveOutput", "IntrospectivePass"]
 
 
 class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
@@ -110,8 +75,11 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         loss, suffix_target = parse_loss(loss)
         if suffix_target is not None:
             target = suffix_target
-        if isinstance(target, str) and target != "M":
-            raise ValueError(f"target must be a number or 'M' (the mean max-logit, fitted by fit()); got {target!r}")
+        if isinstance(target, str) and target != "M" or not isinstance(target, (str, int, float)) or (
+                not isinstance(target, str) and not math.isfinite(target)):
+            raise InvalidArgumentError(
+                f"target must be a finite number or 'M' (the mean max-logit, fitted by fit_statistics()); "
+                f"got {target!r}")
 
         self.classifiers: list[ClassifierLayer] = find_classifiers(model)
         model.eval().requires_grad_(False)
@@ -129,24 +97,12 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
             introspective_net = create_net(introspective_net, list(self.feature_shapes.values()), self.num_classes)
         self.introspective_net = introspective_net
         scaling = {True: "maxabs", False: "none"}.get(scale, scale) if isinstance(scale, bool) else scale
-        if scaling not in SCALINGS:
-            raise ValueError(f"scale must be one of {', '.join(SCALINGS)} (or True / False), got {scale!r}")
+        factor_shapes = {c.name: tuple(c.weight.shape[:2]) for c in self.classifiers} if self.takes_factors else None
+        self.scaler = create_scaler(scaling, self.num_features, factor_shapes)
         self.scaling: str = scaling
-        if scaling == "none":
-            self.scaler = nn.Identity()
-        elif scaling == "standard":
-            if self.takes_factors:
-                raise ValueError(
-                    "scale='standard' standardizes materialized r_x; an H on factors (delta, h) never sees r_x: use "
-                    "scale='maxabs' (each factor scaled to [-1, 1]) or scale='none' with this H")
-            self.scaler = StandardScaler(self.num_features)
-        elif self.takes_factors:
-            self.scaler = FactorScaler({c.name: tuple(c.weight.shape[:2]) for c in self.classifiers})
-        else:
-            self.scaler = FeatureScaler(self.num_features)
         label_names = label_names or (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
         if label_names is not None and len(label_names) != self.num_classes:
-            raise ValueError(f"{len(label_names)} label_names for a model with {self.num_classes} classes")
+            raise InvalidArgumentError(f"{len(label_names)} label_names for a model with {self.num_classes} classes")
         self.label_names = list(label_names) if label_names is not None else None
         #: evaluation results for the model card: {split: {"f" | "H" | ...: {metric: value}}}
         self.metrics: dict[str, dict[str, dict[str, float]]] = {}
@@ -170,15 +126,18 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
     def device(self) -> torch.device:
         return self.target_value.device
 
-    def _target(self) -> torch.Tensor:
+    def target_tensor(self) -> torch.Tensor:
+        """The loss target c (a 0-d tensor): the fixed number, or the fitted M."""
         if self.target == "M" and torch.isnan(self.target_value):
             raise NotFittedError(
                 f"loss {self.loss}-M uses the target M (mean max-logit over the training set), which is not "
-                "fitted: call head.fit(train_loader) first, or pass a numeric target"
+                "fitted: call head.fit_statistics(train_loader) (or train H with timm_introspect.train_head) first, "
+                "or pass a numeric target"
             )
         return self.target_value
 
-    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor, keep_graph: bool = False) -> torch.Tensor:
+        """``x`` checked to be a float batch ``(B, C, H, W)`` and cast to f's dtype; detached unless ``keep_graph``."""
         if not isinstance(x, torch.Tensor):
             raise InputShapeError(f"expected an image tensor of shape (B, C, H, W), got {type(x).__name__}")
         if x.dim() != 4:
@@ -195,31 +154,39 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         param = next(self.model.parameters(), None)
         if param is not None and x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
             x = x.to(param.dtype)  # float16 / bfloat16 / float64 images for a float32 f (under autocast: as given)
-        return x.detach()
+        return x if keep_graph else x.detach()
 
     def input_size(self) -> tuple[int, ...]:
         """``(C, H, W)`` from f's pretrained config."""
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         return tuple(cfg.get("input_size", ("C", "H", "W")))
 
-    def _output_grads(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
-        """f's logits, and for each classifier call its input h and dJ/d(output), per sample."""
-        x = self._check_input(x)
-        target = self._target()
-        logits, calls = run_with_hooks(self.model, self.classifiers, x, self.num_classes, self.input_size())
-        delta = loss_delta(self.loss, logits.detach().to(torch.promote_types(logits.dtype, torch.float32)), target)
-        return logits.detach(), output_grads(logits, calls, delta)
+    @torch.no_grad()
+    def base_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """f's logits alone (f in eval mode), bit-identical to ``model(x)`` in eval mode."""
+        with eval_mode(self.model):
+            return self.model(self.check_input(x))
 
-    def _introspect(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits, pairs = self._output_grads(x)
-        features: dict[str, torch.Tensor] = {}
-        for layer in self.classifiers:
-            # a layer called several times gets the sum of its calls' gradients
-            parts = [weight_grad(layer, h, g) for h, g in pairs[layer.name]]
-            if not parts:
-                parts = [torch.zeros(x.shape[0], *layer.weight.shape, device=x.device)]
-            features[layer.name] = sum(parts[1:], parts[0])
-        return logits, features
+    # --- the introspective pass (core.introspect), the one place r_x is computed ------------------------
+
+    def introspect(self, x: torch.Tensor, differentiable: bool = False) -> Introspection:
+        """The introspective pass of f on images ``x``: f's logits, and r_x factored or materialized on demand.
+
+        With ``differentiable=True`` (and ``x.requires_grad``) the graph to ``x`` is kept: r_x, and H on it,
+        can be differentiated w.r.t. the image (ODIN, adversarial attacks).
+        """
+        differentiable = bool(differentiable and x.requires_grad and torch.is_grad_enabled())
+        x = self.check_input(x, keep_graph=differentiable)
+        return introspect(self.model, self.classifiers, x, self.loss, self.target_tensor(), self.num_classes,
+                          self.input_size(), differentiable=differentiable)
+
+    def introspect_outputs(self, logits: torch.Tensor, h: torch.Tensor) -> Introspection:
+        """The same pass from f's logits ``(B, N)`` and its classifier's input ``(B, d)`` computed earlier
+        (a model with one linear classifier): for features cached once and introspected under several losses."""
+        if len(self.classifiers) != 1:
+            raise UnsupportedClassifierError(
+                f"r_x from f's outputs needs one classifier; this model has {len(self.classifiers)}: introspect images")
+        return introspect_outputs(self.classifiers[0], logits, h, self.loss, self.target_tensor())
 
     def introspective_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, Factors]:
         """f's logits and r_x in factored form, never materialized: per classifier layer ``(delta, h)``.
@@ -228,16 +195,8 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         head), with ``r_x = sum_s delta[:, s, :, None] * h[:, s, None, :]`` (flattened: the raw
         features of :meth:`flat_features`). Only for linear and 1x1-conv classifiers.
         """
-        logits, pairs = self._output_grads(x)
-        factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for layer in self.classifiers:
-            if layer.kind == "functional":
-                raise UnsupportedClassifierError(
-                    f"classifier {layer.name} ({type(layer.module).__name__}) has no rank-one gradient: use a "
-                    "materialized H (IntrospectiveMLP) for this model"
-                )
-            factors[layer.name] = layer_factors(layer, pairs[layer.name], x)
-        return logits, factors
+        out = self.introspect(x)
+        return out.logits, out.factors()
 
     def introspective_features(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """The raw introspective features r_x: per-sample dJ/dW for the classifier weight W.
@@ -247,15 +206,25 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
             several (e.g. ``deit_*_distilled``: ``head`` and ``head_dist``), a dict from the layer's
             module path to its ``(B, *W.shape)`` gradient.
         """
-        _, features = self._introspect(x)
+        features = self.introspect(x).features()
         if len(features) == 1:
             return next(iter(features.values()))
         return features
 
     def flat_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f's logits ``(B, N)`` and the raw features flattened and concatenated, ``(B, F)``."""
-        logits, features = self._introspect(x)
-        return logits, torch.cat([f.flatten(1) for f in features.values()], dim=1)
+        out = self.introspect(x)
+        return out.logits, out.flat()
+
+    def raw_inputs(self, out: Introspection) -> Any:
+        """What H's scaler reads from a pass: the raw factors for an H on factors, else the flat r_x."""
+        return out.factors() if self.takes_factors else out.flat()
+
+    def net_inputs(self, out: Introspection) -> Any:
+        """What H reads from a pass: the scaled flat r_x ``(B, F)`` (H's dtype), or the scaled factors."""
+        if self.takes_factors:
+            return self.scaler(out.factors())
+        return self.scaler(out.flat().to(self.target_value.dtype))
 
     @property
     def takes_factors(self) -> bool:
@@ -263,24 +232,71 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         return bool(getattr(self.introspective_net, "takes_factors", False))
 
     def forward(self, x: torch.Tensor) -> IntrospectiveOutput:
-        if self.takes_factors:
-            base_logits, factors = self.introspective_factors(x)
-            return IntrospectiveOutput(logits=self.introspective_net(self.scaler(factors)), base_logits=base_logits)
-        base_logits, raw = self.flat_features(x)
-        features = self.scaler(raw.to(self.target_value.dtype))
-        return IntrospectiveOutput(logits=self.introspective_net(features), base_logits=base_logits, features=features)
+        out = self.introspect(x)
+        features = self.net_inputs(out)
+        return IntrospectiveOutput(logits=self.introspective_net(features), base_logits=out.logits,
+                                   features=None if self.takes_factors else features)
+
+    def forward_introspection(self, x: torch.Tensor, hidden: bool = False,
+                              differentiable: bool | None = None) -> IntrospectivePass:
+        """Run f and H on images ``x`` as :meth:`forward` does, returning every intermediate a detector reads.
+
+        Differentiable w.r.t. ``x`` when ``x`` requires grad (``differentiable=None``: decided by that), H in the
+        caller's grad mode either way. ``hidden`` also records H's hidden activations.
+        """
+        if differentiable is None:
+            differentiable = x.requires_grad
+        out = self.introspect(x, differentiable=differentiable)
+        factors = out.factors(skip_functional=True)
+        if self.takes_factors and len(factors) != len(self.classifiers):
+            raise UnsupportedClassifierError("an H on factors needs linear or 1x1-conv classifiers")
+        features = self.scaler(factors) if self.takes_factors else self.scaler(out.flat().to(self.target_value.dtype))
+        logits, acts, linear_out = self._run_net(features, hidden)
+        return IntrospectivePass(out.logits, logits, factors, out.penultimate, features, acts, linear_out)
+
+    def _run_net(self, net_input: Any, hidden: bool) -> tuple[torch.Tensor, list[torch.Tensor], bool]:
+        """H's logits, and the inputs of its ``nn.Linear`` layers after the first (its hidden activations)."""
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        linears = [m for m in self.introspective_net.modules() if isinstance(m, nn.Linear)] if hidden else []
+        handles = [m.register_forward_hook(lambda m, a, out: seen.append((a[0], out))) for m in linears]
+        try:
+            logits = self.introspective_net(net_input)
+        finally:
+            for handle in handles:
+                handle.remove()
+        acts = [a for a, _ in seen if a is not net_input]
+        return logits, acts, bool(seen) and seen[-1][1] is logits
 
     @property
     def scaled(self) -> bool:
         """Whether r_x (or its factors) is scaled before H (:attr:`scaling` says how)."""
         return not isinstance(self.scaler, nn.Identity)
 
+    # --- statistics: target M and the feature scale, one routine for every caller -------------------------
+
+    @torch.no_grad()
+    def fit_statistics(self, logits: Iterable[torch.Tensor] | None = None,
+                       features: Callable[[], Iterable[Any]] | None = None, sync: bool = True) -> IntrospectiveHead:
+        """Fit target M (for "-M" losses) from batches of f's ``logits``, then the feature scale from the raw r_x
+        batches ``features()`` yields (called after M is set, since r_x depends on M).
+
+        Every caller fits its statistics here (:meth:`fit`, the training job, active learning, the benchmarks);
+        the estimates are exact and independent of batching (:func:`~timm_introspect.core.stats.fit_target`,
+        :func:`~timm_introspect.core.scaling.fit_scaler`). ``sync`` reduces across processes (each having seen
+        its own shard); pass ``False`` when every process saw every batch.
+        """
+        if self.target == "M" and logits is not None:
+            self.target_value.fill_(fit_target(logits, sync=sync))
+        if self.scaled and features is not None:
+            fit_scaler(self.scaler, features(), sync=sync)
+        return self
+
     @torch.no_grad()
     def fit(self, data: Iterable[Any], max_batches: int | None = None, progress: bool = True) -> IntrospectiveHead:
-        """Estimate target M (for "-M" losses) and the feature scale (``scale=``) on training data.
+        """Estimate target M (for "-M" losses) and the feature scale (``scale=``) on training images.
 
-        The statistics are those of :mod:`timm_introspect.core.stats` (the training pipeline uses the same):
-        exact, independent of batching, and reduced across processes when ``torch.distributed`` is
+        H itself is trained by :func:`timm_introspect.train_head` (which calls this first). The statistics
+        are exact, independent of batching, and reduced across processes when ``torch.distributed`` is
         initialized and each process passes its own shard.
 
         Args:
@@ -290,7 +306,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
             progress: show a progress bar.
         """
         if self.target == "M" and self.scaled and iter(data) is data:
-            raise TypeError(
+            raise InvalidArgumentError(
                 "fit() reads the data twice (M, then the scale): pass a re-iterable such as a DataLoader or a list, "
                 "not a generator or iterator"
             )
@@ -301,23 +317,15 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
                     break
                 yield batch_images(batch).to(self.device)
 
-        if self.target == "M":
-            m = MaxLogitMean()
+        def logits():
             for x in batches("introspect: target M"):
-                m.update(self.model(self._check_input(x)))
-            m.sync()
-            self.target_value.fill_(m.compute())
-        if self.scaled:
-            self.scaler.reset()
+                yield self.base_logits(x)
+
+        def features():
             for x in batches("introspect: feature scale"):
-                if self.takes_factors:
-                    self.scaler.update(self.introspective_factors(x)[1])
-                else:
-                    self.scaler.update(self.flat_features(x)[1])
-            self.scaler.sync()
-            if not bool(self.scaler.fitted):
-                raise ValueError("fit() got no batches: pass a non-empty iterable of training images")
-        return self
+                yield self.raw_inputs(self.introspect(x))
+
+        return self.fit_statistics(logits() if self.target == "M" else None, features)
 
     def extra_repr(self) -> str:
         target = "M" if self.target == "M" else float(self.target_value)

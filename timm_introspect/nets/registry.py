@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import UnknownNetError
+from ..errors import InvalidArgumentError, UnknownNetError
 
 __all__ = ["create_net", "describe_net", "get_net_class", "is_net", "list_nets", "net_config", "register_net"]
 
@@ -48,10 +48,10 @@ def register_net(name: str) -> Callable[[N], N]:
 
     def wrap(cls: N) -> N:
         if not callable(getattr(cls, "config", None)):
-            raise TypeError(f"{cls.__name__} needs a config() method returning its constructor arguments "
+            raise InvalidArgumentError(f"{cls.__name__} needs a config() method returning its constructor arguments "
                             "(a saved model is rebuilt from them)")
         if name in _NETS and _NETS[name] is not cls:
-            raise ValueError(f"an H named {name!r} is already registered ({_NETS[name].__name__})")
+            raise InvalidArgumentError(f"an H named {name!r} is already registered ({_NETS[name].__name__})")
         _NETS[name] = cls
         cls.net_name = name
         return cls

@@ -16,23 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
 import struct
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import safetensors
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader
 
-from ..core.stats import MaxLogitMean
-from ..data.images import LabeledImages, make_loader, make_transform
+from ..core.stats import fit_target
 from ..errors import CheckpointError, DataError
+from ..log import tqdm
+from .sources import FeatureSource, PairsLoader, as_source
 
 if TYPE_CHECKING:
     from ..model.head import IntrospectiveHead
@@ -49,16 +51,16 @@ _NUMPY = {code: np_dtype for code, np_dtype in _DTYPES.values()}
 #: how often (seconds) a running extraction records its progress (flushed to disk first)
 _PROGRESS_EVERY_S = 10.0
 
+log = logging.getLogger(__name__)
 
-def fingerprint(head: IntrospectiveHead, images: LabeledImages, factored: bool = False) -> str:
-    """Cache key: f's weights, the loss and target, the data (rows and transform), the form, the format."""
+
+def fingerprint(head: IntrospectiveHead, source: FeatureSource, factored: bool = False) -> str:
+    """Cache key: f's weights, the loss and target, the data (the source's key), the form, the format."""
     h = hashlib.sha256()
     for name, tensor in sorted(head.model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, factored, images.source, images.split,
-                         images.image_column, images.label_column, images.dataset._fingerprint,
-                         repr(make_transform(head.model, train=False))]).encode())
+    h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, factored, source.key()]).encode())
     return h.hexdigest()[:24]
 
 
@@ -86,7 +88,7 @@ class _StreamingFile:
                 fh.write(struct.pack("<Q", len(raw)) + raw)
                 fh.truncate(self.start + offset)
         elif path.stat().st_size != self.start + offset:
-            raise ValueError(f"{path} has {path.stat().st_size} bytes, the layout {self.start + offset}")
+            raise CheckpointError(f"{path} has {path.stat().st_size} bytes, the layout {self.start + offset}")
         self.fh = open(path, "r+b")  # noqa: SIM115 (closed in close())
 
     def write(self, name: str, row: int, tensor: torch.Tensor) -> None:
@@ -144,56 +146,74 @@ def iter_rows(features: Features, chunk: int = 4096):
 
 
 def _batch_tensors(head: IntrospectiveHead, x: torch.Tensor, factored: bool) -> dict[str, torch.Tensor]:
+    out = head.introspect(x)  # the one introspective pass
     if factored:
-        _, factors = head.introspective_factors(x)
+        factors = out.factors()
         return {f"{kind}.{i}": t for i, c in enumerate(head.classifiers)
                 for kind, t in zip(("delta", "h"), factors[c.name], strict=True)}
-    return {"features": head.flat_features(x)[1]}
+    return {"features": out.flat()}
+
+
+def _prepared(accelerator: Accelerator, batches: Any) -> tuple[Any, bool]:
+    """A ``DataLoader`` sharded over processes (gathered back in order), or any other iterable as is."""
+    if isinstance(batches, DataLoader):
+        return accelerator.prepare(batches), True
+    loader = getattr(batches, "loader", None)
+    if isinstance(loader, DataLoader):  # (images, labels) pairs of a user's DataLoader
+        return PairsLoader(accelerator.prepare(loader)), True
+    return batches, False
 
 
 @torch.no_grad()
-def _extract(accelerator: Accelerator, head: IntrospectiveHead, images: LabeledImages, batch_size: int, workers: int,
-             factored: bool, partial: Path) -> float | None:
+def _extract(accelerator: Accelerator, head: IntrospectiveHead, source: FeatureSource, factored: bool,
+             partial: Path) -> float | None:
     """Stream every image's features into ``partial/features.safetensors``, resuming where a run stopped.
 
-    Every process computes its batches; the main process writes the gathered ones, in dataset order.
-    Returns M for a "-M" loss (estimated first on all images and kept in the progress record).
+    Every process computes its batches of a sharded loader (the main process writes the gathered ones, in
+    data order); an unsharded iterable is computed by every process. Returns M for a "-M" loss (fitted first
+    on all images by the head's one statistics routine, and kept in the progress record).
     """
-    n = len(images)
+    n = len(source)
     progress_path = partial / "progress.json"
     accelerator.wait_for_everyone()  # the main process made the folder: every process reads the same record
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
     head.to(accelerator.device)
     show = accelerator.is_local_main_process
     m_value = progress.get("target_value")
-    if head.target == "M":  # the statistic IntrospectiveHead.fit uses, on the gathered logits
+    if head.target == "M":
         if m_value is None:
-            m = MaxLogitMean()
-            loader = accelerator.prepare(make_loader(images, head.model, False, batch_size, workers))
-            for x, _ in tqdm(loader, desc="introspect: target M", disable=not show):
-                m.update(accelerator.gather_for_metrics(head.model(x)))
-            m_value = m.compute()
+            def logits():
+                loader, sharded = _prepared(accelerator, source.batches())
+                for x, _ in tqdm(loader, desc="introspect: target M", disable=not show):
+                    z = head.base_logits(x.to(accelerator.device))
+                    yield accelerator.gather_for_metrics(z) if sharded else z
+
+            m_value = fit_target(logits(), sync=False)  # the statistic of head.fit_statistics; all logits gathered
         head.target_value.fill_(m_value)
     done = int(progress.get("rows", 0))
-    rest = images if done == 0 else LabeledImages(images.dataset.select(range(done, n)), images.image_column,
-                                                  images.label_column, images.label_names, images.source,
-                                                  images.split, images.classes)
-    loader = accelerator.prepare(make_loader(rest, head.model, False, batch_size, workers))
+    expected = source.labels() if hasattr(source, "labels") else None
+    loader, sharded = _prepared(accelerator, source.batches(done))
     writer = None
     if done and accelerator.is_main_process:
         shapes = {k: (getattr(torch, dtype), tuple(shape)) for k, (dtype, shape) in progress["shapes"].items()}
         writer = _StreamingFile(partial / "features.safetensors", shapes, create=False)
-        accelerator.print(f"introspect: resuming the extraction at image {done}/{n} ({partial})")
+        log.info("introspect: resuming the extraction at image %d/%d (%s)", done, n, partial)
     last = time.monotonic()
     bar = tqdm(total=n, initial=done, desc="introspect: features", unit="img", disable=not show)
     row = done
     try:
         for x, y in loader:
-            batch = _batch_tensors(head, x, factored)
-            batch["labels"] = y
-            gathered = accelerator.gather_for_metrics(batch)
+            batch = _batch_tensors(head, x.to(accelerator.device), factored)
+            batch["labels"] = y.to(accelerator.device)
+            gathered = accelerator.gather_for_metrics(batch) if sharded else batch
             if accelerator.is_main_process:
                 gathered = {k: t.cpu() if k == "labels" else t.float().cpu() for k, t in gathered.items()}
+                rows = gathered["labels"]
+                if expected is not None and not torch.equal(rows, expected[row : row + len(rows)]):
+                    raise DataError(
+                        f"the data yielded other labels from row {row} on than when it was first read: pass data that "
+                        "yields the same images every time it is read, in the same order (no shuffling, e.g. "
+                        "DataLoader(..., shuffle=False); H's training shuffles the features itself)")
                 if writer is None:  # the shapes are known from the first batch
                     shapes = {k: (t.dtype, (n, *t.shape[1:])) for k, t in gathered.items()}
                     writer = _StreamingFile(partial / "features.safetensors", shapes, create=True)
@@ -209,43 +229,49 @@ def _extract(accelerator: Accelerator, head: IntrospectiveHead, images: LabeledI
                     tmp.write_text(json.dumps(progress))
                     os.replace(tmp, progress_path)
                     last = time.monotonic()
-            bar.update(len(y) * accelerator.num_processes)
+            bar.update(len(y) * (accelerator.num_processes if sharded else 1))
     finally:
         bar.close()
         if writer is not None:
             writer.close()
+    if accelerator.is_main_process and row != n:
+        raise DataError(f"the data yielded {row} images, {n} when its key was computed: pass data that yields the "
+                        "same images every time it is read (no shuffling, no random augmentation)")
     accelerator.wait_for_everyone()
     return m_value
 
 
-def _read_entry(folder: Path, head: IntrospectiveHead, images: LabeledImages,
+def _read_entry(folder: Path, head: IntrospectiveHead, source: FeatureSource,
                 factored: bool) -> tuple[dict[str, torch.Tensor], dict]:
     """A cache entry (memory-mapped), checked against what it must hold; any mismatch raises."""
     meta = json.loads((folder / "meta.json").read_text())
     tensors = open_mapped(folder / "features.safetensors")
-    n = len(images)
+    n = len(source)
     if not isinstance(meta, dict) or meta.get("count") != n or meta.get("factored") is not factored:
-        raise ValueError(f"meta.json does not describe {n} images in this form")
+        raise CheckpointError(f"meta.json does not describe {n} images in this form")
     if head.target == "M" and not math.isfinite(float(meta["target_value"])):
-        raise ValueError("meta.json has no finite target M")
+        raise CheckpointError("meta.json has no finite target M")
     labels = tensors["labels"]
-    if tuple(labels.shape) != (n,) or not torch.equal(labels, images.labels()):
-        raise ValueError(f"labels of shape {tuple(labels.shape)} do not match the dataset's {n}")
+    expected = source.labels() if hasattr(source, "labels") else None
+    if tuple(labels.shape) != (n,) or (expected is not None and not torch.equal(labels, expected)):
+        raise CheckpointError(f"labels of shape {tuple(labels.shape)} do not match the dataset's {n}")
     if factored:
         for i, c in enumerate(head.classifiers):
             num, dim = c.weight.shape[:2]
             delta, h = tensors[f"delta.{i}"], tensors[f"h.{i}"]
             if delta.shape[0] != n or delta.shape[-1] != num or h.shape[0] != n or h.shape[-1] != dim:
-                raise ValueError(f"factors of shapes {tuple(delta.shape)}, {tuple(h.shape)} for {n} x ({num}, {dim})")
+                raise CheckpointError(
+                    f"factors of shapes {tuple(delta.shape)}, {tuple(h.shape)} for {n} x ({num}, {dim})")
     elif tuple(tensors["features"].shape) != (n, head.num_features):
-        raise ValueError(f"features of shape {tuple(tensors['features'].shape)}, expected {(n, head.num_features)}")
+        raise CheckpointError(
+            f"features of shape {tuple(tensors['features'].shape)}, expected {(n, head.num_features)}")
     return tensors, meta
 
 
 def extract_features(
     accelerator: Accelerator,
     head: IntrospectiveHead,
-    images: LabeledImages,
+    data: Any,
     cache_dir: str | Path,
     batch_size: int = 256,
     workers: int = 0,
@@ -253,15 +279,21 @@ def extract_features(
 ) -> tuple[Features, torch.Tensor, Path]:
     """r_x of a dataset and its labels ``(n,)``, from the cache or extracted once: ``(features, labels, folder)``.
 
+    ``data``: a :class:`~timm_introspect.data.images.LabeledImages` split (preprocessed for f with
+    ``batch_size`` and ``workers``), any re-iterable of ``(images, labels)`` batches (e.g. a ``DataLoader``),
+    or a :class:`~timm_introspect.training.sources.FeatureSource`.
+
     r_x comes raw and flat, ``(n, F)``, or with ``factored=True`` as ``{classifier: (delta, h)}`` (N + d
     numbers per image and position instead of N d; see :meth:`IntrospectiveHead.introspective_factors`).
     The tensors are memory-mapped from the cache file (read them in blocks, e.g. with :func:`iter_rows`,
     to keep memory bounded). For a "-M" loss, M (the mean max-logit over these images) is estimated
     first, set on ``head`` and stored with the entry. An interrupted extraction resumes where it stopped.
     """
-    if len(images) == 0:
-        raise DataError(f"{images.source} ({images.split}) has no images: there is nothing to introspect")
-    key = fingerprint(head, images, factored)
+    source = as_source(data, head.model, batch_size, workers)
+    if len(source) == 0:
+        where = source.describe()
+        raise DataError(f"{where['source']} ({where['split']}) has no images: there is nothing to introspect")
+    key = fingerprint(head, source, factored)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     folder = cache_dir / key
@@ -269,10 +301,10 @@ def extract_features(
     tensors = None
     if (folder / "meta.json").is_file():
         try:
-            tensors, meta = _read_entry(folder, head, images, factored)
+            tensors, meta = _read_entry(folder, head, source, factored)
         except (CheckpointError, ValueError, KeyError, TypeError, OSError) as err:
             # a damaged entry is rebuilt, not trusted (the rename below puts a complete one in its place)
-            accelerator.print(f"introspect: the cached features in {folder} are damaged ({err}); extracting them again")
+            log.warning("introspect: the cached features in %s are damaged (%s); extracting them again", folder, err)
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -280,24 +312,24 @@ def extract_features(
         else:
             if head.target == "M":
                 head.target_value.fill_(meta["target_value"])
-            accelerator.print(f"introspect: reusing cached features {folder}")
+            log.info("introspect: reusing cached features %s", folder)
     if tensors is None:
         partial = cache_dir / f".{key}.partial"
         if accelerator.is_main_process:
             partial.mkdir(exist_ok=True)
-        m_value = _extract(accelerator, head, images, batch_size, workers, factored, partial)
+        m_value = _extract(accelerator, head, source, factored, partial)
         if accelerator.is_main_process:  # complete: described, then renamed into place
             (partial / "meta.json").write_text(json.dumps({
-                "key": key, "count": len(images), "factored": factored, "classifiers": names,
+                "key": key, "count": len(source), "factored": factored, "classifiers": names,
                 "num_features": head.num_features, "loss": head.loss, "target": head.target, "target_value": m_value,
-                "source": images.source, "split": images.split}, indent=2))
+                **source.describe()}, indent=2))
             (partial / "progress.json").unlink()
             try:
                 os.replace(partial, folder)
             except OSError:  # another run wrote the same entry meanwhile: theirs is as good
                 shutil.rmtree(partial, ignore_errors=True)
         accelerator.wait_for_everyone()
-        tensors, _ = _read_entry(folder, head, images, factored)
+        tensors, _ = _read_entry(folder, head, source, factored)
     if factored:
         features: Features = {n: (tensors[f"delta.{i}"], tensors[f"h.{i}"]) for i, n in enumerate(names)}
     else:

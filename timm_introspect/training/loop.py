@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -25,11 +26,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, DivergedError, RunLockedError
+from ..log import tqdm
 
 __all__ = ["Schedule", "exclusive_run", "make_accelerator", "train_loop"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -179,7 +182,10 @@ def train_loop(
     # counted before prepare(): with N processes accelerate steps the scheduler N times per optimizer
     # step, so the schedule advances by the batches of all processes (len(loader) per epoch)
     steps_per_epoch = len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule.lr_factor(s, steps_per_epoch))
+    # in optimizer steps: N processes with batches of B follow the schedule of one process with batches of N B
+    procs = accelerator.num_processes
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: schedule.lr_factor(s // procs, math.ceil(steps_per_epoch / procs)))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     start_epoch = 0
@@ -191,7 +197,7 @@ def train_loop(
         if latest is not None:
             saved = json.loads((latest / "done.json").read_text()).get("run")
             if saved != json.loads(json.dumps(run)):
-                raise ValueError(
+                raise CheckpointError(
                     f"{latest} was written by a run with other settings ({saved}); this run: {run}. "
                     f"Use a new output folder, or delete {checkpoint_dir} to start over"
                 )
@@ -202,7 +208,7 @@ def train_loop(
                 raise CheckpointError(
                     f"cannot resume from {latest} ({type(err).__name__}: {err}): the checkpoint is damaged. Delete "
                     f"{latest} to resume from the one before it, or {checkpoint_dir} to start over") from err
-            accelerator.print(f"{desc}: resumed from {latest} (epoch {start_epoch}/{schedule.epochs})")
+            log.info("%s: resumed from %s (epoch %d/%d)", desc, latest, start_epoch, schedule.epochs)
 
     for epoch in range(start_epoch, schedule.epochs):
         loader.set_epoch(epoch)

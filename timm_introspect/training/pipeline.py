@@ -1,13 +1,13 @@
-"""The main jobs: train f, fit H on cached introspective features, evaluate f against H, or all three.
+"""The jobs on ``datasets`` splits: train f, fit H on f's training split, evaluate f and H on a split.
 
-Each job is a function (the CLI, ``timm_introspect.cli``, only parses arguments and calls one) that
-runs under ``accelerate``: the same call works on one CPU and under ``accelerate launch`` /
-``torchrun`` with many processes.
+Each takes a :class:`~timm_introspect.data.images.LabeledImages` split and calls the data-agnostic
+functions every path shares (:func:`~timm_introspect.training.fit.train_head`,
+:func:`~timm_introspect.training.evaluate.evaluate_head`); the CLI only loads data and parses flags. All
+run under ``accelerate``: the same call works on one CPU and under ``accelerate launch`` / ``torchrun``.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import json
@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import set_seed
 from timm.data import resolve_model_data_config
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
-from ..core.metrics import classification_metrics
 from ..data.augment import BatchAugment
 from ..data.images import LabeledImages, make_loader
 from ..errors import DataError
@@ -31,9 +30,10 @@ from ..io.backbones import load_folder
 from ..io.hub import save_backbone
 from ..model.head import IntrospectiveHead
 from ..nets.cifar import create_model
-from ..nets.registry import net_config
-from .cache import extract_features, iter_rows
+from .evaluate import evaluate_head
+from .fit import train_head
 from .loop import Schedule, exclusive_run, make_accelerator, train_loop
+from .sources import ImageSource
 
 __all__ = ["evaluate", "evaluate_backbone", "fit_head", "heldout_images", "holdout_record", "load_backbone",
            "save_backbone", "train_backbone"]
@@ -118,8 +118,8 @@ def train_backbone(
     model = model.eval().to(memory_format=torch.contiguous_format)
     info["schedule"] = schedule.__dict__
     if test is not None:  # every rank predicts (gather_for_metrics needs them all); the main one writes
-        logits, labels = _predict(accelerator, model, make_loader(test, model, False, batch_size, workers))
-        info["test"] = classification_metrics(logits, labels)
+        info["test"] = evaluate_head(model, make_loader(test, model, False, batch_size, workers),
+                                     accelerator=accelerator)["f"]
     if accelerator.is_main_process:
         save_backbone(model, out_dir, train.label_names)
         (out_dir / "training.json").write_text(json.dumps(info, indent=2))
@@ -143,18 +143,6 @@ def _train_loader(train: LabeledImages, model: nn.Module, batch_size: int, worke
     dataset = TensorDataset(pixels, train.labels())
     augment = BatchAugment(cfg["mean"], cfg["std"], pad=size[-1] // 8).train()
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers), augment
-
-
-@torch.no_grad()
-def _predict(accelerator: Accelerator, model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
-    model = model.to(accelerator.device).eval()
-    loader = accelerator.prepare(loader)
-    outs, labels = [], []
-    for x, y in tqdm(loader, desc="predict", leave=False, disable=not accelerator.is_local_main_process):
-        out, y = accelerator.gather_for_metrics((model(x), y))
-        outs.append(out.float().cpu())
-        labels.append(y.cpu())
-    return torch.cat(outs), torch.cat(labels)
 
 
 # --- H --------------------------------------------------------------------------------------------
@@ -186,46 +174,22 @@ def fit_head(
     ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
     scaling in the benchmarks.
     """
-    out_dir = Path(out_dir)
-    accelerator = make_accelerator(out_dir, seed, mixed_precision)
-    schedule = schedule or Schedule(epochs=200, weight_decay=5e-3)
+    set_seed(seed)  # H's initialization is seeded
     model_names = (getattr(backbone, "pretrained_cfg", None) or {}).get("label_names")  # the dataset's, or f's
     head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names or model_names,
                                  introspective_net=net, scale=scale)
     train.check_labels(head.num_classes)
     train.check_names(model_names)
-    features, labels, cache_folder = extract_features(
-        accelerator, head, train, cache_dir or out_dir / "feature-cache", batch_size=batch_size, workers=workers,
-        factored=head.takes_factors)
-    head.scaler.reset()  # the same statistic as IntrospectiveHead.fit, on every image of the cache
-    for block in iter_rows(features):  # the cache is memory-mapped: read a block at a time
-        head.scaler.update(block)
-    # raw features in the loader (rows read from the mapped cache), scaled batch by batch on the device
-    scaler = copy.deepcopy(head.scaler).to(accelerator.device)
-    names = list(features) if head.takes_factors else []
-    columns = [t for n in names for t in features[n]] if head.takes_factors else [features]
-    loader = DataLoader(TensorDataset(*columns, labels), batch_size=batch_size, shuffle=True)
-
-    def loss_fn(model: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
-        *x, y = batch
-        inputs = {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(names)} if names else x[0]
-        return F.cross_entropy(model(scaler(inputs)), y)
-
-    signature = {"features": cache_folder.name, "loss": head.loss, "scale": head.scaling, "batch_size": batch_size,
-                 "seed": seed, "introspective_net": net_config(head.introspective_net)}
-    trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
-                         "H", on_step, signature=signature)
-    head.introspective_net = trained.to("cpu")
-    head.to("cpu").eval()
+    head = train_head(head, ImageSource(train, backbone, batch_size, workers), out_dir, schedule, batch_size, seed,
+                      cache_dir, mixed_precision, on_step=on_step, lock=False)  # fit_head holds the lock
     head.dataset = train.source
     head.calibration = calibration
-    if accelerator.is_main_process:
+    if PartialState().is_main_process:
         head.save_pretrained(out_dir)
-    accelerator.wait_for_everyone()
+    PartialState().wait_for_everyone()
     return head
 
 
-@torch.no_grad()
 def evaluate(
     head: IntrospectiveHead,
     images: LabeledImages,
@@ -233,28 +197,13 @@ def evaluate(
     accelerator: Accelerator | None = None,
     workers: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Accuracy, ECE, MCE, NLL and Brier of f and of H on a dataset: ``{"f": {...}, "H": {...}}``.
-
-    With several processes, every image is counted once (``gather_for_metrics``).
-    """
-    accelerator = accelerator or Accelerator()
+    """Accuracy, ECE, MCE, NLL and Brier of f and of H on a dataset: ``{"f": {...}, "H": {...}}``
+    (:func:`~timm_introspect.training.evaluate.evaluate_head` on its loader at f's preprocessing)."""
     images.check_labels(head.num_classes)
     images.check_names(head.label_names)
-    head = head.to(accelerator.device).eval()
-    loader = accelerator.prepare(make_loader(images, head.model, False, batch_size, workers))
-    f_logits, h_logits, labels = [], [], []
-    for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not accelerator.is_local_main_process):
-        out = head(x)
-        f, h, y = accelerator.gather_for_metrics((out.base_logits, out.logits, y))
-        f_logits.append(f.float().cpu())
-        h_logits.append(h.float().cpu())
-        labels.append(y.cpu())
-    labels_t = torch.cat(labels)
-    return {"f": classification_metrics(torch.cat(f_logits), labels_t),
-            "H": classification_metrics(torch.cat(h_logits), labels_t)}
+    return evaluate_head(head, make_loader(images, head.model, False, batch_size, workers), accelerator=accelerator)
 
 
-@torch.no_grad()
 def evaluate_backbone(
     model: nn.Module,
     images: LabeledImages,
@@ -264,11 +213,9 @@ def evaluate_backbone(
 ) -> dict[str, dict[str, float]]:
     """Accuracy, ECE, MCE, NLL and Brier of f alone (any timm classifier, preprocessed with its own data
     config): ``{"f": {...}}``."""
-    accelerator = accelerator or Accelerator()
     images.check_labels(model.num_classes)
     images.check_names((getattr(model, "pretrained_cfg", None) or {}).get("label_names"))
-    logits, labels = _predict(accelerator, model, make_loader(images, model, False, batch_size, workers))
-    return {"f": classification_metrics(logits, labels)}
+    return evaluate_head(model, make_loader(images, model, False, batch_size, workers), accelerator=accelerator)
 
 
 def holdout_record(backbone_dir: str | Path) -> dict[str, Any] | None:
@@ -295,13 +242,14 @@ def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, l
             f"{info_path} is missing: a held-out split needs a backbone trained by `train-backbone --holdout`")
     info = json.loads(info_path.read_text())
     if not info.get("holdout"):
-        raise DataError(f"{backbone_dir} was trained on all its images: train it with --holdout to use --use-holdout")
+        raise DataError(f"{backbone_dir} was trained on all its images: train it with a holdout fraction > 0 to fit H "
+                        "on held-out images")
     ours = {"data": train.source, "split": split, "limit": limit, "seed": seed,
             "classes": list(train.classes) if train.classes is not None else None}
     theirs = {k: info.get(k) for k in ours}
     if ours != theirs:
         raise DataError(
-            f"--use-holdout must rebuild f's split exactly: f was trained with {theirs}, this fit uses {ours}; "
-            "pass the same --data, --train-split, --train-limit, --classes and --seed"
+            f"the held-out images must rebuild f's split exactly: f was trained with {theirs}, these are {ours}; "
+            "load the training images as f's were (same data, split, limit and classes) and pass the same seed"
         )
     return train.split_holdout(info["holdout"], info["seed"])[1]

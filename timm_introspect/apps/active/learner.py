@@ -21,7 +21,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ...core.metrics import classification_metrics
-from ...core.stats import MaxLogitMean
 from ...data.augment import BatchAugment
 from ...io.checkpoint import load_strict
 from ...model.head import IntrospectiveHead
@@ -81,13 +80,8 @@ def fit_h(model: nn.Module, images: np.ndarray, labels: np.ndarray, config: Acti
     accelerator = make_accelerator(out_dir, seed, config.mixed_precision)  # seeds torch: H's init is seeded
     net = IntrospectiveMLP(num_classes * dim, num_classes, config.hidden, drop_rate=config.head_drop_rate)
     head = IntrospectiveHead.wrap(model, loss=config.loss, introspective_net=net, scale=config.scale).to(z.device)
-    if head.target == "M":
-        m = MaxLogitMean()
-        m.update(z)
-        head.target_value.fill_(m.compute())
-    if head.scaled:
-        head.scaler.reset()
-        head.scaler.update(raw_introspective_features(head, z, h))
+    # the statistics every H is fitted with (target M, the scale), on the labeled images' r_x
+    head.fit_statistics(logits=[z], features=lambda: [raw_introspective_features(head, z, h)], sync=False)
     x = introspective_inputs(head, z, h).cpu()
 
     def loss_fn(net: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:

@@ -35,10 +35,10 @@ import numpy as np
 import safetensors.torch
 import timm
 import torch
-from tqdm.auto import tqdm
 
 from ...errors import CheckpointError, InvalidArgumentError
 from ...io.checkpoint import load_strict, load_tensors, read_json
+from ...log import tqdm
 from ...model.head import IntrospectiveHead
 from ...nets.mlp import IntrospectiveMLP
 from ...training.loop import exclusive_run

@@ -29,8 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.classifier import find_classifiers
-from ...core.features import linear_weight_grad
-from ...core.losses import loss_delta
 from ...errors import InvalidArgumentError, UnsupportedClassifierError
 from ...jobs.robustness import normalized_batches
 from ...model.head import IntrospectiveHead
@@ -73,8 +71,11 @@ def backbone_outputs(model: nn.Module, images: np.ndarray, batch_size: int = 500
 
 
 def raw_introspective_features(head: IntrospectiveHead, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """r_x = dJ/dz h^T for the head's loss and target, flattened ``(n, N * d)``, from f's (z, h); unscaled."""
-    return linear_weight_grad(loss_delta(head.loss, logits, head._target()), features).flatten(1)
+    """r_x = dJ/dz h^T for the head's loss and target, flattened ``(n, N * d)``, from f's (z, h); unscaled.
+
+    The head's introspective pass from f's outputs (:meth:`IntrospectiveHead.introspect_outputs`).
+    """
+    return head.introspect_outputs(logits, features).flat()
 
 
 def introspective_inputs(head: IntrospectiveHead, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ def introspective_inputs(head: IntrospectiveHead, logits: torch.Tensor, features
 
     The same numbers as ``head(x).features``, from (z, h).
     """
-    return head.scaler(raw_introspective_features(head, logits, features).to(head.target_value.dtype))
+    return head.net_inputs(head.introspect_outputs(logits, features))
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ...errors import InvalidArgumentError
 from .layout import FeatureLayout
 
 __all__ = ["Explanation", "Plan", "normalize_maps", "upsample_maps"]
@@ -85,7 +86,7 @@ class Explanation:
         """``"contrastive"`` ``(B, K, H, W)`` or ``"grad_cam"`` ``(B, H, W)`` maps at the image size (or ``size``),
         each scaled to [0, 1]."""
         if which not in ("contrastive", "grad_cam"):
-            raise ValueError(f"which must be 'contrastive' or 'grad_cam', got {which!r}")
+            raise InvalidArgumentError(f"which must be 'contrastive' or 'grad_cam', got {which!r}")
         maps = upsample_maps(getattr(self, which), size or self.input_size)
         return normalize_maps(maps) if normalize else maps
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from ...data.images import _decode, load_images
+from ...data.images import decode_image, load_images
 from ...errors import DataError, InvalidArgumentError
 
 __all__ = ["BUILTIN_SETS", "OODSet", "corrupted_images", "load_ood_images", "noise_images", "open_set_images",
@@ -119,7 +119,7 @@ def load_ood_images(source: str, split: str = "test", image_column: str | None =
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
     raw = ds.cast_column(image_column, datasets.Image(decode=False))[image_column]
-    return np.stack([_fit_size(_decode(item, "RGB"), size) for item in raw])
+    return np.stack([_fit_size(decode_image(item, "RGB"), size) for item in raw])
 
 
 def open_set_images(source: str, split: str, known: Sequence[str], limit: int | None = None,

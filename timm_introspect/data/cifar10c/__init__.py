@@ -32,7 +32,8 @@ from .corruptions import (
     Corruption,
     corrupt,
 )
-from .imagenet import imagenet_preprocess, load_imagenet_c, write_imagenet_c
+from .imagenet import imagenet_preprocess, write_imagenet_c
+from .imagenet_load import load_imagenet_c
 from .release import RELEASE_TAR, load_cifar10c, load_official, write_official
 
 __all__ = ["COMMON", "CORRUPTIONS", "DATASETS", "EXTRA", "FROST_FILES", "IMAGENET_PARAMS", "IMAGENET_SIZE", "PARAMS",

@@ -25,16 +25,16 @@ from PIL import Image
 
 from ...errors import DataError, InvalidArgumentError
 from .corruptions import CORRUPTIONS, IMAGENET_SIZE, corrupt
-from .release import GENERATOR_VERSION, _hub_files, _row_columns
+from .release import GENERATOR_VERSION
 
-__all__ = ["IMAGE_EXTENSIONS", "JPEG_OPTIONS", "imagenet_preprocess", "load_imagenet_c", "write_imagenet_c"]
+__all__ = ["IMAGE_EXTENSIONS", "JPEG_OPTIONS", "SEVERITIES", "imagenet_preprocess", "write_imagenet_c"]
 
 #: How the original saves each corrupted image (PIL's JPEG writer, chosen by the ``.JPEG`` name).
 JPEG_OPTIONS = {"quality": 85, "optimize": True}
 #: The extensions torchvision's ImageFolder reads (the loader takes the same).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _RESIZE = 256
-_SEVERITIES = (1, 2, 3, 4, 5)
+SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def imagenet_preprocess(img: Image.Image | np.ndarray) -> np.ndarray:
@@ -126,7 +126,7 @@ def _write_json(path: Path, data: dict) -> None:
 def _folder_keys(manifest: dict) -> set[str]:
     """The ``<corruption>/<severity>`` folders a manifest vouches for (finished or being written), only
     by their known names: a crafted manifest naming ``../x`` is never followed."""
-    known = {f"{c}/{s}" for c in CORRUPTIONS for s in _SEVERITIES}
+    known = {f"{c}/{s}" for c in CORRUPTIONS for s in SEVERITIES}
     done = manifest.get("done")
     keys = set(done) if isinstance(done, dict) else set()
     keys.add(manifest.get("writing"))
@@ -186,7 +186,7 @@ def _check_ours(out_dir: Path, ours: set[str], paths: set[str]) -> None:
 def write_imagenet_c(
     out_dir: str | Path, images: np.ndarray, labels: Sequence[str] | Sequence[int] | np.ndarray,
     files: Sequence[str] | None = None, *, classes: Sequence[str] | None = None,
-    corruptions: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = _SEVERITIES, seed: int = 0,
+    corruptions: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = SEVERITIES, seed: int = 0,
     frost_dir: str | Path | None = None, chunk: int = 100, progress: bool = True,
 ) -> dict:
     """Write ImageNet-C's layout, ``<corruption>/<severity>/<wnid>/<file>``, as the original saves it.
@@ -203,13 +203,13 @@ def write_imagenet_c(
     files this generator did not write is refused.
     Returns ``{"seconds": {corruption: seconds}, "reused": ["<corruption>/<severity>", ...], "images": n}``.
     """
-    from tqdm.auto import tqdm
+    from ...log import tqdm
 
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown:
         raise InvalidArgumentError(f"unknown corruption(s) {', '.join(map(str, unknown))}; choose from "
                                    f"{', '.join(CORRUPTIONS)}")
-    bad = [s for s in severities if s not in _SEVERITIES]
+    bad = [s for s in severities if s not in SEVERITIES]
     if bad or not len(severities):
         raise InvalidArgumentError(f"severities must be some of 1..5, got {list(severities)}")
     if not isinstance(chunk, int) or chunk < 1:
@@ -290,186 +290,3 @@ def write_imagenet_c(
 
 
 # --- reading it -----------------------------------------------------------------------------------------
-
-
-def _stack(pils, where: str) -> np.ndarray:
-    """Decode images to one uint8 ``(n, H, W, 3)`` array; images of different sizes are refused."""
-    out = None
-    for i, (img, label) in enumerate(pils):
-        arr = np.asarray(img.convert("RGB"))
-        if out is None:
-            out = np.empty((len(pils), *arr.shape), dtype=np.uint8)
-        elif arr.shape != out.shape[1:]:
-            raise DataError(f"{label} in {where} is {arr.shape[1]}x{arr.shape[0]}, the others "
-                            f"{out.shape[2]}x{out.shape[1]}: an ImageNet-C folder holds images of one size")
-        out[i] = arr
-    return out
-
-
-class _Lazy:
-    """A file opened only when decoded (so a folder of 50,000 images is never open at once)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def convert(self, mode: str) -> Image.Image:
-        try:
-            with Image.open(self.path) as img:
-                return img.convert(mode)
-        except OSError as err:
-            raise DataError(f"{self.path} is not a readable image ({err}); make or download it again") from err
-
-
-def _label_indices(wnids: list[str], classes: Sequence[str] | None, where: str,
-                   present: Sequence[str] | None = None) -> np.ndarray:
-    """Labels: each wnid's index in ``classes``; by default in the sorted class folders ``present`` (all of
-    them, images or not, as ImageFolder counts them), else in the sorted wnids found."""
-    order = list(classes) if classes is not None else sorted(set(wnids) if present is None else present)
-    index = {c: i for i, c in enumerate(order)}
-    missing = sorted(set(wnids) - set(index))
-    if missing:
-        raise DataError(f"{where} has classes {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} that "
-                        "are not in classes=: pass the dataset's full list of wnids")
-    return np.array([index[w] for w in wnids], dtype=np.int64)
-
-
-def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """Positions ``0..n-1`` to read: all, or a seeded subset of ``limit`` of them, in order."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
-
-
-def _from_folder(folder: Path, classes: Sequence[str] | None, limit: int | None = None,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    entries = []
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    for cls in class_dirs:
-        for f in sorted(cls.iterdir()):
-            if f.name.startswith(".") or not f.name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            if not f.is_file():  # a FIFO, a device: never read
-                raise DataError(f"{f} is not a regular file: refusing to read it; replace it with the real image")
-            entries.append((cls.name, f))
-    if not entries:
-        raise DataError(f"{folder} holds no images in class folders (<wnid>/<file>.JPEG): not ImageNet-C's layout")
-    labels = _label_indices([w for w, _ in entries], classes, str(folder), [d.name for d in class_dirs])
-    keep = _subset(len(entries), limit, seed)  # only these are decoded
-    entries = [entries[i] for i in keep]
-    return _stack([(_Lazy(f), f"{w}/{f.name}") for w, f in entries], str(folder)), labels[keep]
-
-
-def _from_imagenet_rows(ds, corruption: str, severity: int, classes: Sequence[str] | None,
-                        where: str, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """One ``(corruption, severity)`` of rows ``(image, label, corruption, severity[, index])``."""
-    image, label, name, level, index = _row_columns(ds, where, "ImageNet-C")
-    names = np.asarray(ds[name])
-    levels = np.asarray(ds[level]).astype(int)
-    rows = np.flatnonzero((names == corruption) & (levels == severity))
-    if not len(rows):
-        found = sorted({f"{c}/{s}" for c, s in zip(names.tolist(), levels.tolist(), strict=True)})
-        raise DataError(f"{where} has no rows of {corruption!r} at severity {severity}; it has "
-                        f"{', '.join(found[:20])}{' ...' if len(found) > 20 else ''}")
-    if index:
-        rows = rows[np.argsort(np.asarray(ds[index])[rows], kind="stable")]
-    rows = rows[_subset(len(rows), limit, seed)]  # only these are decoded
-    raw = np.asarray(ds[label])[rows]
-    if raw.dtype.kind in "US":  # wnids as labels
-        labels = _label_indices(raw.tolist(), classes, where)
-    elif raw.dtype.kind in "iu" and (not len(raw) or raw.min() >= 0):
-        labels = raw.astype(np.int64)
-    else:
-        raise DataError(f"the {label!r} column of {where} holds {raw.dtype}: labels are class indices >= 0 or wnids")
-    subset = ds.select(rows.tolist())
-    return _stack([(img, f"row {r}") for img, r in zip(subset[image], rows.tolist(), strict=True)], where), labels
-
-
-def load_imagenet_c(
-    source: str | Path, corruption: str, severity: int, classes: Sequence[str] | None = None, *,
-    revision: str | None = None, split: str = "test", config: str | None = None,
-    cache_dir: str | Path | None = None, limit: int | None = None, seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One corruption at one severity of ImageNet-C: ``(images (n, H, W, 3) uint8, labels (n,) int64)``.
-
-    ``source`` is one of: a folder in the release's layout (``<corruption>/<severity>/<wnid>/<file>``),
-    read as torchvision's ``ImageFolder`` reads it (by class, then by file name); a folder of rows that
-    ``datasets`` reads (Parquet, ...) with image, label, corruption name and severity columns (rows keep
-    their order, or follow an ``index`` column); or a dataset repo on the Hub holding either (of the
-    layout, only the asked-for folder is downloaded). Labels are the index of each image's wnid in
-    ``classes`` (e.g. the 1,000 ImageNet wnids in order), by default among the sorted wnids present;
-    integer labels in rows are kept. The images are decoded into memory (about 7.5 GB for 50,000): with
-    ``limit``, only a seeded subset of ``limit`` positions (the same in every set of one release, for a given
-    ``seed``), kept in order.
-    """
-    if limit is not None and limit < 1:
-        raise InvalidArgumentError(f"limit must be a positive number of images, got {limit}")
-    if corruption not in CORRUPTIONS:
-        raise InvalidArgumentError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
-    if severity not in _SEVERITIES:
-        raise InvalidArgumentError(f"severity must be 1..5, got {severity!r}")
-    if classes is not None:
-        classes = list(classes)
-        if len(set(classes)) != len(classes):
-            raise InvalidArgumentError("classes= names a wnid twice: pass each class once, in label order")
-    key = f"{corruption}/{severity}"
-    path = Path(source)
-    if path.exists():
-        if not path.is_dir():
-            raise DataError(f"{path} is not a folder: pass ImageNet-C's folder (<corruption>/<severity>/<wnid>/...) "
-                            "or a folder of rows")
-        if (path / key).is_dir():
-            return _from_folder(path / key, classes, limit, seed)
-        present = [c for c in CORRUPTIONS if (path / c).is_dir()]
-        if present:
-            raise DataError(f"{path} lacks {key} (it has {', '.join(present)}): generate it with write_imagenet_c "
-                            "or pass the folder that holds it")
-        import datasets
-
-        try:
-            rows = datasets.load_dataset(str(path), config, split=split, cache_dir=cache_dir)
-        except (FileNotFoundError, ValueError) as err:
-            raise DataError(f"{path} is neither ImageNet-C's layout nor rows that datasets reads ({err})") from err
-        return _from_imagenet_rows(rows, corruption, severity, classes, str(path), limit, seed)
-    return _from_hub(str(source), corruption, severity, classes, revision, split, config, cache_dir, limit, seed)
-
-
-def _from_hub(repo: str, corruption: str, severity: int, classes, revision, split, config,
-              cache_dir, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from huggingface_hub import snapshot_download
-
-    key = f"{corruption}/{severity}"
-    try:
-        files = _hub_files(repo, revision)
-    except DataError:
-        raise
-    except Exception as err:  # offline, no network: the layout's folder if it is in the cache
-        try:
-            folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                            allow_patterns=[f"{key}/*", f"*/{key}/*"], local_files_only=True))
-        except Exception:
-            folder = None
-        found = [p for p in folder.glob(f"**/{key}") if p.is_dir()] if folder else []
-        if not found:
-            raise DataError(f"cannot reach the Hub for {repo} and its {key} is not in the cache "
-                            f"({type(err).__name__}); connect, or pass a local folder") from err
-        return _from_folder(found[0], classes, limit, seed)
-    layout = re.compile(rf"(?:(.*)/)?{re.escape(key)}/[^/]+/[^/]+$")
-    prefixes = {m.group(1) or "" for f in files if (m := layout.match(f))
-                and f.lower().endswith(IMAGE_EXTENSIONS)}
-    if len(prefixes) > 1:
-        raise DataError(f"{repo} holds {key} in {len(prefixes)} places ({', '.join(sorted(prefixes))}): which one "
-                        "is meant is ambiguous")
-    if prefixes:
-        prefix = prefixes.pop()
-        pattern = f"{prefix}/{key}/*" if prefix else f"{key}/*"
-        folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                        allow_patterns=[pattern]))
-        return _from_folder(folder / prefix / key, classes, limit, seed)
-    import datasets
-
-    try:
-        rows = datasets.load_dataset(repo, config, revision=revision, split=split, cache_dir=cache_dir)
-    except (FileNotFoundError, ValueError) as err:
-        raise DataError(f"{repo} holds neither ImageNet-C's layout ({key}/<wnid>/<file>) nor rows that datasets "
-                        f"reads ({err})") from err
-    return _from_imagenet_rows(rows, corruption, severity, classes, repo, limit, seed)

@@ -18,7 +18,8 @@ import numpy as np
 from ...errors import DataError, InvalidArgumentError
 from .corruptions import CORRUPTIONS, corrupt
 
-__all__ = ["GENERATOR_VERSION", "RELEASE_TAR", "load_cifar10c", "load_official", "write_official"]
+__all__ = ["GENERATOR_VERSION", "RELEASE_TAR", "hub_files", "load_cifar10c", "load_official", "row_columns",
+           "write_official"]
 
 #: Bumped whenever a corruption's output changes, so that files made by an older generator are made again.
 GENERATOR_VERSION = 2
@@ -40,7 +41,7 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     """
     import json
 
-    from tqdm.auto import tqdm
+    from ...log import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +202,7 @@ def load_official(source: str | Path, corruptions: tuple[str, ...] | None = None
                          md5 if isinstance(md5, dict) else None)
 
 
-def _row_columns(ds, where: str, what: str) -> tuple[str, str, str, str, str | None]:
+def row_columns(ds, where: str, what: str) -> tuple[str, str, str, str, str | None]:
     """The names of the image, label, corruption, severity and (optional) index columns of rows ``ds``."""
     cols = set(ds.column_names)
     pick = lambda *options: next((c for c in options if c in cols), None)  # noqa: E731
@@ -220,7 +221,7 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
 
     Within a severity, images keep their row order, or follow an ``index`` column when there is one.
     """
-    image, label, name, level, index = _row_columns(ds, where, "CIFAR-10-C")
+    image, label, name, level, index = row_columns(ds, where, "CIFAR-10-C")
     names = np.asarray(ds[name])
     levels = np.asarray(ds[level]).astype(int)
     wanted = tuple(corruptions) if corruptions else tuple(sorted(set(names.tolist())))
@@ -246,7 +247,7 @@ def _from_rows(ds, corruptions: tuple[str, ...] | None, where: str) -> tuple[dic
     return data, labels
 
 
-def _hub_files(repo: str, revision: str | None) -> list[str]:
+def hub_files(repo: str, revision: str | None) -> list[str]:
     """The files of a dataset repo on the Hub. A repo or revision that does not exist raises :class:`DataError`;
     anything else (offline, no network) propagates, for the caller to fall back on the cache."""
     from huggingface_hub import HfApi
@@ -283,7 +284,7 @@ def load_cifar10c(source: str | Path, corruptions: tuple[str, ...] | None = None
     repo = str(source)
     wanted = (set(f"{c}.npy" for c in corruptions) | {"labels.npy"}) if corruptions else None
     try:
-        files = _hub_files(repo, revision)
+        files = hub_files(repo, revision)
     except DataError:
         raise
     except Exception as err:  # offline mode, no network, a server error: the .npy files already cached

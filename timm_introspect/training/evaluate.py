@@ -1,0 +1,92 @@
+"""Evaluating f, f with temperature scaling and H on any data: accuracy, ECE, MCE, NLL, Brier.
+
+>>> metrics = evaluate_head(head, test_loader, calibration=heldout_loader)   # doctest: +SKIP
+>>> metrics["H"]["ece"], metrics["f+TS"]["ece"]                              # doctest: +SKIP
+
+Every image is counted once under ``accelerate launch`` (a ``DataLoader`` is sharded across processes and
+gathered back with ``gather_for_metrics``); other iterables are read whole by every process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..core.introspect import eval_mode
+from ..core.metrics import classification_metrics, fit_temperature
+from ..data.images import batch_images, batch_labels
+from ..errors import DataError
+from ..log import tqdm
+from ..model.head import IntrospectiveHead
+
+__all__ = ["evaluate_head", "predict"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Any, accelerator: Accelerator | None = None,
+            progress: bool = True) -> dict[str, torch.Tensor]:
+    """Logits over ``data`` (re-iterable ``(images, labels)`` batches), gathered in data order (float32, CPU).
+
+    For an :class:`IntrospectiveHead`: ``{"f": f's logits, "H": H's logits, "labels": ...}``; for a plain
+    classifier f: ``{"f": ..., "labels": ...}``.
+    """
+    accelerator = accelerator or Accelerator()
+    is_head = isinstance(model, IntrospectiveHead)
+    model = model.to(accelerator.device).eval()
+    sharded = isinstance(data, DataLoader)
+    loader = accelerator.prepare(data) if sharded else data
+    out: dict[str, list[torch.Tensor]] = {"f": [], "H": [], "labels": []} if is_head else {"f": [], "labels": []}
+    show = progress and accelerator.is_local_main_process
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not show):
+        x, y = batch_images(batch).to(accelerator.device), batch_labels(batch)
+        if y is None:
+            raise DataError("evaluation needs labels: yield (images, labels) batches, or dicts with 'label'")
+        if is_head:
+            o = model(x)
+            logits = (o.base_logits, o.logits)
+        else:
+            with eval_mode(model):
+                logits = (model(x),)
+        y = y.to(accelerator.device)
+        gathered = accelerator.gather_for_metrics((*logits, y)) if sharded else (*logits, y)
+        for key, t in zip(out, gathered, strict=True):
+            out[key].append(t.cpu() if key == "labels" else t.float().cpu())
+    if not out["labels"]:
+        raise DataError("the data yielded no images: there is nothing to evaluate")
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def evaluate_head(head: IntrospectiveHead | nn.Module, data: Any, calibration: Any | None = None,
+                  split: str | None = None, accelerator: Accelerator | None = None,
+                  progress: bool = True) -> dict[str, dict[str, float]]:
+    """Accuracy, ECE, MCE, NLL and Brier of f and H (or of f alone, for a plain classifier) on ``data``.
+
+    Args:
+        head: an introspective model (or a plain timm classifier f).
+        data: labeled test images, any re-iterable of ``(images, labels)`` batches preprocessed for f.
+        calibration: held-out labeled images neither f nor H trained on: f's temperature T is fitted on them
+            (NLL) and ``"f+TS"`` (f's logits / T) is reported too.
+        split: a name for ``data`` (e.g. ``"test"``): the metrics are recorded in ``head.metrics[split]``, which
+            the model card shows.
+        accelerator: to share one (default: a new ``Accelerator()``).
+        progress: show progress bars.
+
+    Returns:
+        ``{"f": {...}, "f+TS": {...}, "H": {...}}`` (the keys that apply).
+    """
+    accelerator = accelerator or Accelerator()
+    logits = predict(head, data, accelerator, progress)
+    metrics = {"f": classification_metrics(logits["f"], logits["labels"])}
+    if calibration is not None:
+        held = predict(head.model if isinstance(head, IntrospectiveHead) else head, calibration, accelerator, progress)
+        t = fit_temperature(held["f"], held["labels"])
+        metrics["f+TS"] = classification_metrics(logits["f"] / t, logits["labels"])
+    if "H" in logits:
+        metrics["H"] = classification_metrics(logits["H"], logits["labels"])
+    if split is not None and isinstance(head, IntrospectiveHead):
+        head.metrics = {**head.metrics, split: metrics}
+    return metrics
