@@ -122,3 +122,20 @@ def test_two_processes_train_the_same_h(tmp_path):
     assert set(two) == set(ours)
     for k, v in ours.items():
         assert torch.allclose(two[k].to(v.dtype), v, rtol=1e-4, atol=1e-5), k
+
+
+def test_the_readme_quick_start_runs(hub, tmp_path, monkeypatch):
+    # the README's quick start, as written, on a small timm model and loaders, pushed to a local Hub server
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": _model(), "train_loader": DataLoader(_tensors(24, 0), batch_size=12),
+             "test_loader": DataLoader(_tensors(12, 1), batch_size=12),
+             "heldout_loader": DataLoader(_tensors(12, 2), batch_size=12)}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102
+    head = scope["head"]
+    assert (tmp_path / "runs" / "h" / "checkpoints").is_dir() and set(head.metrics["test"]) == {"f", "f+TS", "H"}
+    loaded = IntrospectiveHead.from_pretrained("hf-hub:you/resnet18-introspective")
+    x = _tensors(3, 4).tensors[0]
+    assert torch.equal(loaded(x).logits, head(x).logits)
+    assert loaded.metrics["test"]["H"] == pytest.approx(head.metrics["test"]["H"])

@@ -1,19 +1,22 @@
 """timm-introspect: introspective learning for timm classifiers.
 
 >>> import timm, timm_introspect
->>> model = timm.create_model("resnet18", num_classes=10)  # a trained classifier
->>> head = timm_introspect.IntrospectiveHead.wrap(model, loss="mse-M")
->>> head.fit(train_loader)             # target M and the [-1, 1] scale   # doctest: +SKIP
+>>> model = timm.create_model("resnet18", num_classes=10)  # a trained classifier f
+>>> head = timm_introspect.IntrospectiveHead.wrap(model, loss="mse-M", scale="standard")
+>>> timm_introspect.train_head(head, train_loader, out_dir="runs/h")   # M, the scale, H   # doctest: +SKIP
+>>> timm_introspect.evaluate_head(head, test_loader, split="test")     # f and H metrics   # doctest: +SKIP
 >>> out = head(images)                 # out.logits (H), out.base_logits (f)   # doctest: +SKIP
 
-The public API: the head and its output; active learning through f or H (:mod:`timm_introspect.apps.active`);
-explanations (Grad-CAM and "why P, rather than Q?" maps,
-:mod:`timm_introspect.apps.explain`); the H networks and their registry; the losses, features and statistics
-of the functional core; the metrics; CIFAR-stem timm models; f from a folder, an ``hf-hub:`` id or a
-checkpoint (:func:`resolve_backbone`); the errors. The jobs
-(:mod:`timm_introspect.training.pipeline`), the feature cache (:mod:`.cache`), saving and loading
-(:mod:`.hub`), CIFAR-10-C (:mod:`.cifar10c`) and OOD detection (:mod:`.ood`, the ``[ood]`` extra) are
-imported from their modules.
+The public API: the head, its output and its one introspective pass; training H (:func:`train_head`) and
+evaluating f, f+TS and H (:func:`evaluate_head`) on any loader; the H networks, losses and scalings with
+their registries; the functional core (features, statistics, metrics); CIFAR-stem timm models; f from a
+folder, an ``hf-hub:`` id or a checkpoint (:func:`resolve_backbone`); active learning and explanations;
+the errors. The layers below are imported from their folders: :mod:`timm_introspect.core`,
+:mod:`~timm_introspect.nets`, :mod:`~timm_introspect.data` (CIFAR-10-C and ImageNet-C in
+:mod:`timm_introspect.data.cifar10c`), :mod:`~timm_introspect.io` (saving, loading, the Hub),
+:mod:`~timm_introspect.training` (the feature cache, the loop, recipes, the jobs on ``datasets`` splits),
+:mod:`~timm_introspect.jobs` (the CLI commands), :mod:`~timm_introspect.apps` (OOD detection, extra
+``[ood]``; active learning; explanations).
 """
 
 from .apps.active import (
@@ -74,14 +77,9 @@ from .training.loop import Schedule
 from .version import __version__
 
 __all__ = [
-    "Schedule",
-    "IntrospectivePass",
-    "Introspection",
     "ActiveConfig",
     "ActiveData",
     "CIFAR_ARCHS",
-    "LOSSES",
-    "STRATEGIES",
     "CheckpointError",
     "ClassifierLayer",
     "ContrastiveTarget",
@@ -93,11 +91,14 @@ __all__ = [
     "FactorizedMLP",
     "FeatureScaler",
     "InputShapeError",
+    "Introspection",
     "IntrospectionError",
     "IntrospectiveHead",
     "IntrospectiveMLP",
     "IntrospectiveOutput",
+    "IntrospectivePass",
     "InvalidArgumentError",
+    "LOSSES",
     "LabeledPool",
     "MaxLogitMean",
     "MissingDependencyError",
@@ -106,13 +107,14 @@ __all__ = [
     "NotFittedError",
     "RankOneMLP",
     "RunLockedError",
-    "Strategy",
     "SCALINGS",
+    "STRATEGIES",
+    "Schedule",
     "StandardScaler",
+    "Strategy",
     "UnknownLossError",
     "UnknownNetError",
     "UnsupportedClassifierError",
-    "__version__",
     "accuracy",
     "autograd_features",
     "brier_score",
@@ -122,32 +124,33 @@ __all__ = [
     "conv1x1_weight_grad",
     "create_model",
     "create_net",
+    "create_scaler",
     "create_strategy",
+    "evaluate_head",
     "find_classifiers",
+    "fit_scaler",
+    "fit_target",
     "fit_temperature",
     "functional_weight_grad",
     "grad_cam",
+    "introspect",
+    "introspect_outputs",
     "introspection_loss",
     "linear_weight_grad",
     "list_nets",
+    "list_scalings",
     "list_strategies",
     "load_active_data",
     "loss_delta",
     "nll",
     "parse_loss",
+    "predict",
     "register_net",
+    "register_scaling",
     "resolve_backbone",
     "run_active_learning",
     "scale_features",
-    "use_cifar_stem",
     "train_head",
-    "predict",
-    "evaluate_head",
-    "fit_target",
-    "register_scaling",
-    "list_scalings",
-    "fit_scaler",
-    "create_scaler",
-    "introspect_outputs",
-    "introspect",
+    "use_cifar_stem",
+    "__version__",
 ]
