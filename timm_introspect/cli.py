@@ -24,7 +24,6 @@ import argparse
 import importlib
 import logging
 import os
-import re
 import sys
 
 from .errors import IntrospectionError, MissingDependencyError
@@ -59,8 +58,11 @@ def _missing(subparsers, names: tuple[str, ...], err: MissingDependencyError) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timm-introspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .jobs.args import OneLineParser
+
+    # usage errors are one line too (the commands' parsers are of the same class)
+    parser = OneLineParser(prog="timm-introspect", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", default=False,
                         help=f"show the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,14 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: parameters the library's errors name (``checkpoint=<file>``); on the command line they are flags
-_FLAGS = ("checkpoint", "holdout", "train_images", "test_images", "batch_size", "scale", "loss", "net")
-_FLAG_RE = re.compile(r"(?<![\w.-])(" + "|".join(_FLAGS) + r")=(\S?)")
-
-
 def _as_flags(text: str) -> str:
     """``checkpoint=<file>`` -> ``--checkpoint <file>``, for the parameters that are flags."""
-    return _FLAG_RE.sub(lambda m: f"--{m.group(1).replace('_', '-')}" + (f" {m.group(2)}" if m.group(2) else ""), text)
+    from .jobs.args import as_flags
+
+    return as_flags(text)
 
 
 def _one_line(err: BaseException) -> str:

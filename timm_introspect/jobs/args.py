@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import typing
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,11 @@ from typing import Any
 __all__ = [
     "MIXED_PRECISION",
     "Deprecated",
+    "OneLineParser",
+    "as_flags",
     "backbone_args",
+    "check_net_scale",
+    "data_source",
     "data_args",
     "deprecated",
     "fraction",
@@ -32,6 +37,8 @@ __all__ = [
     "positive",
     "positive_float",
     "print_metrics",
+    "run_script",
+    "severity",
     "scale_choices",
     "schedule",
     "schedule_kinds",
@@ -47,6 +54,13 @@ def positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def severity(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"must be a severity 1..5, got {value}")
     return value
 
 
@@ -69,6 +83,54 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+#: parameters the library's errors name (``checkpoint=<file>``); on the command line they are flags
+_FLAGS = ("checkpoint", "holdout", "train_images", "test_images", "batch_size", "scale", "loss", "net", "out",
+          "image_column", "label_column", "classes", "severities", "mc_passes")
+_FLAG_RE = re.compile(r"(?<![\w.-])(" + "|".join(_FLAGS) + r")=(\S?)")
+
+
+def as_flags(text: str) -> str:
+    """``checkpoint=<file>`` -> ``--checkpoint <file>``, for the parameters that are flags."""
+    return _FLAG_RE.sub(lambda m: f"--{m.group(1).replace('_', '-')}" + (f" {m.group(2)}" if m.group(2) else ""), text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr, ``<prog>: error: <message>`` (exit 2);
+    ``--help`` shows the usage. Its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help for the usage)\n")
+
+
+def run_script(main: typing.Callable[[], typing.Any], prog: str | None = None) -> int:
+    """Run a script's ``main()``: any error ends it with one line on stderr, ``<prog>: error: <message>``, exit 1
+    (130 on Ctrl-C); ``TIMM_INTROSPECT_DEBUG=1`` re-raises it for the traceback."""
+    import os
+
+    prog = prog or os.path.basename(sys.argv[0])
+    debug = os.environ.get("TIMM_INTROSPECT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    try:
+        main()
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        from ..errors import IntrospectionError
+
+        text = as_flags(" ".join(line.strip() for line in str(err).splitlines() if line.strip()))
+        if not isinstance(err, IntrospectionError):
+            text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def warn(prog: str, message: str) -> None:
@@ -149,8 +211,28 @@ def loss_arg(p: argparse.ArgumentParser, default: str = "mse-M") -> None:
                    help="introspection loss: %(choices)s ('-M': the paper's target M; default %(default)s)")
 
 
+def data_source(text: str) -> str:
+    """``--data``: a local path as an absolute one (recorded so, it means the same from any working directory);
+    anything else (a Hub id) as given."""
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    return str(path.resolve()) if text and path.exists() else text
+
+
+def check_net_scale(net: str, scale: str) -> None:
+    """Refuse, before any work, a feature scaling that H ``net`` cannot take (``standard`` needs materialized r_x;
+    an H on its factors never sees it)."""
+    from ..core.scaling import create_scaler
+    from ..nets.registry import get_net_class
+
+    if getattr(get_net_class(net), "takes_factors", False):
+        create_scaler(scale, 1, {"classifier": (1, 1)})  # raises, worded with scale=, when it has no factored form
+
+
 def data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id or local folder (Parquet / images)")
+    p.add_argument("--data", type=data_source, default="uoft-cs/cifar10",
+                   help="Hub dataset id or local folder (Parquet / images)")
     p.add_argument("--image-column", default=None)
     p.add_argument("--label-column", default=None)
     p.add_argument("--batch-size", type=positive, default=None)

@@ -7,19 +7,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
-from .args import deprecated, load, positive
+from .args import data_source, deprecated, load, positive, severity
 
 __all__ = ["check_corruptions", "handle_cifar10c", "handle_imagenetc", "register"]
 
 
 def _common(p: argparse.ArgumentParser, data_help: str, split: str) -> None:
-    p.add_argument("--data", **data_help)
+    p.add_argument("--data", type=data_source, **data_help)
     p.add_argument("--split", default=split)
     p.add_argument("--image-column", default=None)
     p.add_argument("--label-column", default=None)
@@ -43,7 +42,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("imagenetc", help="generate ImageNet-C (resize 256, crop 224, the ImageNet parameters) "
                                                 "in the release's layout <corruption>/<severity>/<wnid>/<file>.JPEG")
     _common(p, dict(required=True, help="ImageNet validation images (Hub dataset id or local folder)"), "validation")
-    p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--severities", nargs="+", type=severity, default=[1, 2, 3, 4, 5], help="some of 1..5")
     _subset(p, "images")
     p.set_defaults(handler=handle_imagenetc)
 
@@ -62,7 +61,9 @@ def check_corruptions(corruptions: Sequence[str], frost_dir: str | None) -> None
 
 def handle_cifar10c(args: argparse.Namespace) -> dict:
     from ..data.cifar10c import CORRUPTIONS, write_official
+    from ..data.outputs import prepare_output
 
+    args.out = prepare_output(args.out, "cifar10c")  # before any image is decoded
     corruptions = tuple(args.corruptions or CORRUPTIONS)
     check_corruptions(corruptions, args.frost_dir)
     pixels, labels = load(args, args.split, args.test_images).arrays()
@@ -76,7 +77,11 @@ def handle_cifar10c(args: argparse.Namespace) -> dict:
 
 def handle_imagenetc(args: argparse.Namespace) -> dict:
     from ..data.cifar10c import CORRUPTIONS, imagenet_preprocess, write_imagenet_c
+    from ..data.outputs import prepare_output
 
+    args.out = prepare_output(args.out, "imagenetc")  # before any image is decoded
+    if len(set(args.severities)) != len(args.severities):
+        raise InvalidArgumentError(f"--severities names a severity twice: {args.severities}")
     corruptions = tuple(args.corruptions or CORRUPTIONS)
     check_corruptions(corruptions, args.frost_dir)
     images = load(args, args.split, args.test_images)
@@ -92,7 +97,9 @@ def handle_imagenetc(args: argparse.Namespace) -> dict:
 
 def _report(args: argparse.Namespace, written: dict, what: str, extra: str = "") -> dict:
     """Write ``generation.json`` and print the seconds per corruption of a corruption generator."""
-    Path(args.out, "generation.json").write_text(json.dumps(written, indent=2))
+    from ..data.outputs import write_json
+
+    write_json(Path(args.out, "generation.json"), written)  # never through a link planted in --out
     for name, sec in written["seconds"].items():
         print(f"{name:18s} {sec:7.1f} s")
     if written["reused"]:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
@@ -31,12 +30,15 @@ def register(subparsers) -> None:
 def handle(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
 
+    from ..data.outputs import prepare_output_file, write_json
     from ..io.backbones import HF_HUB_PREFIX, resolve_backbone
     from ..model.head import IntrospectiveHead
     from ..training.pipeline import evaluate, evaluate_backbone
 
     if (args.model is None) == (args.backbone is None):
         raise InvalidArgumentError("evaluate needs either --model (an introspective model) or --backbone (f alone)")
+    if args.out is not None:  # a folder, a link or a read-only place: refused before evaluating
+        args.out = str(prepare_output_file(args.out))
     accelerator = Accelerator()
     if args.model is not None:
         head = IntrospectiveHead.from_pretrained(args.model.removeprefix(HF_HUB_PREFIX))
@@ -54,6 +56,6 @@ def handle(args: argparse.Namespace) -> dict:
         print_metrics(metrics)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"data": args.data, "split": args.split, "metrics": metrics}, indent=2))
+            write_json(out, {"data": args.data, "split": args.split, "metrics": metrics})
             print(f"metrics written to {out}")
     return metrics

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..training.recipes import PRESETS
-from .args import backbone_args, data_args, load, loss_arg, net_args, schedule, train_args
+from .args import backbone_args, check_net_scale, data_args, load, loss_arg, net_args, schedule, train_args
 
 __all__ = ["handle", "register"]
 
@@ -29,10 +29,14 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> None:
+    from ..data.outputs import prepare_output
     from ..io.backbones import resolve_backbone
     from ..training.pipeline import fit_head, heldout_images
 
+    args.out = prepare_output(args.out, "introspective")  # before any work: a wrong --out fails at once
     preset = PRESETS[args.preset]
+    scale = args.scale or preset.get("scale", "maxabs")
+    check_net_scale(args.net, scale)  # before f and the data: an H on factors takes no standardization
     backbone = resolve_backbone(args.backbone, args.checkpoint)  # before any data: a bad f fails at once
     limit = args.train_images or preset["train_limit"]
     train = load(args, args.train_split, limit)
@@ -42,5 +46,5 @@ def handle(args: argparse.Namespace) -> None:
         backbone, train, args.out, loss=args.loss, schedule=schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
         mixed_precision=args.mixed_precision, workers=args.workers, net=args.net,
-        scale=args.scale or preset.get("scale", "maxabs"),
+        scale=scale,
     )

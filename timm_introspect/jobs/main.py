@@ -6,7 +6,6 @@ the comparison of :mod:`timm_introspect.jobs.robustness`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from accelerate import PartialState
 
 from ..data.images import LabeledImages
+from ..data.outputs import write_json, write_text
 from ..errors import InvalidArgumentError
 from ..model.head import IntrospectiveHead
 from ..training.loop import Schedule
@@ -94,10 +94,10 @@ def run(
             from .plots import corruption_plots
 
             result["plots"] = corruption_plots(bench, out)
-        (out / "results.md").write_text(result["table"] + "\n")
+        write_text(out / "results.md", result["table"] + "\n")
     times["evaluate_s"] = time.perf_counter() - t0
     result["times"] = times
     if PartialState().is_main_process:  # under accelerate launch: one process writes
         head.save_pretrained(out / "introspective")  # the model card now shows the results
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        write_json(out / "metrics.json", result)
     return result

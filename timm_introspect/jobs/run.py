@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from ..training.recipes import PRESETS
-from .args import data_args, load, loss_arg, net_args, positive, print_metrics
+from .args import check_net_scale, data_args, load, loss_arg, net_args, positive, print_metrics
 
 __all__ = ["handle", "register"]
 
@@ -35,11 +35,16 @@ def handle(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
     from ..data.cifar10c import CORRUPTIONS
+    from ..data.outputs import prepare_output
     from ..training.loop import Schedule
     from .corruptions import check_corruptions
     from .main import run
 
+    args.out = prepare_output(args.out, "run")  # before any work: a wrong --out fails at once
     preset = PRESETS[args.preset]
+    scale = args.scale or preset.get("scale", "maxabs")
+    # an H on r_x's factors cannot take the preset's standardization: refused now, not after training f
+    check_net_scale(args.net, scale)
     holdout = preset.get("holdout", 0.0)
     corruptions = args.corruptions
     if corruptions is None:
@@ -49,7 +54,7 @@ def handle(args: argparse.Namespace) -> None:
         load(args, "train", preset["train_limit"]), load(args, args.test_split, preset["test_limit"]), args.out,
         preset["model"], preset["cifar_stem"], Schedule(**preset["backbone"]), Schedule(**preset["head"]),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, loss=args.loss, net=args.net,
-        scale=args.scale or preset.get("scale", "maxabs"),
+        scale=scale,
         workers=args.workers, limit=preset["train_limit"], holdout=holdout, corruptions=corruptions,
         corruption_images=args.corruption_images or preset.get("corruption_images", 1000), frost_dir=args.frost_dir,
         channels_last=preset.get("channels_last", False),

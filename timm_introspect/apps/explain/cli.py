@@ -50,11 +50,13 @@ def _names_f(source: str, checkpoint: str | None) -> bool:
 
 
 def handle(args: argparse.Namespace) -> list[Path]:
+    from ...data.outputs import prepare_output
     from .job import explain_images
 
     if (args.model is None) == (args.backbone is None):
         raise InvalidArgumentError("explain needs either --backbone (f) or --model (an introspective model, whose f "
                                    "is explained)")
+    args.out = prepare_output(args.out, "explain")  # before f is loaded
     if args.model is not None and _names_f(args.model, args.checkpoint):
         warn("timm-introspect explain", "--model for f is deprecated, use --backbone (--model is an introspective "
                                         "model)")

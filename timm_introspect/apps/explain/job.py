@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,6 +73,8 @@ def load_classifier(source: str | Path, checkpoint: str | Path | None = None) ->
 
 
 def _read(path: Path) -> Image.Image:
+    if path.exists() and not path.is_file():  # a FIFO would block open() forever; a folder is no image
+        raise DataError(f"image {str(path)!r} is not a regular file (a folder, a FIFO or a device): pass image files")
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -103,17 +104,22 @@ def explain_images(model: str | Path, images: Sequence[str | Path], out_dir: str
         contrast: class names or indices, ``["all"]``, or ``None`` (each image's runner-up class).
         checkpoint: f's weights (``.safetensors``) when ``model`` is a timm architecture name.
     """
+    from ...data.outputs import prepare_output, write_json
+
     if not images:
         raise InvalidArgumentError("no images given: pass at least one image file")
+    paths = [Path(p) for p in images]
+    for path in paths:  # every image is a regular file before f is loaded (a FIFO would hang the run)
+        if not path.is_file():
+            raise DataError(f"image {str(path)!r} " + ("is not a regular file (a folder, a FIFO or a device): pass "
+                                                       "image files" if path.exists() else "does not exist"))
+    out_dir = prepare_output(out_dir, "explain")
     figure_pyplot()  # without matplotlib, stop before any work
     network, names = load_classifier(model, checkpoint)
     explainer = Explainer(network, target_layer, method, names)
     transform = make_transform(network, train=False)
     cfg = resolve_model_data_config(network)
     spec = _contrast(contrast)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in images]
     stems = [p.stem for p in paths]
     written, records = [], []
     for start in range(0, len(paths), batch_size):
@@ -123,6 +129,8 @@ def explain_images(model: str | Path, images: Sequence[str | Path], out_dir: str
         for i, path in enumerate(chunk):
             stem = stems[start + i] if stems.count(stems[start + i]) == 1 else f"{stems[start + i]}-{start + i}"
             target = out_dir / f"{stem}.png"
+            if target.is_symlink():  # never written through: it would overwrite a file outside out_dir
+                raise InvalidArgumentError(f"{target} is a symbolic link: refusing to write through it; remove it")
             explanation_figure(result, i, denormalize(x[i], cfg["mean"], cfg["std"]), target,
                                title=f"{path.name}: {result.plan.method} at {result.plan.layer} "
                                      f"({'x'.join(map(str, result.plan.layout.grid))} map)", columns=columns)
@@ -135,5 +143,5 @@ def explain_images(model: str | Path, images: Sequence[str | Path], out_dir: str
     plan = explainer.plan(x)
     summary = {"model": str(model), "method": plan.method, "layer": plan.layer, "reason": plan.reason,
                "grid": list(plan.layout.grid), "images": records}
-    (out_dir / "explanations.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "explanations.json", summary)
     return written

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import InvalidArgumentError
-from ...jobs.args import deprecated, positive
+from ...jobs.args import data_source, deprecated, positive
 from ...training.recipes import OOD_PRESETS
 from .benchmark import CONDITIONS
 from .data import BUILTIN_SETS
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                    help=f"OOD sets: {', '.join(BUILTIN_SETS)} (cifar10c: severity 5; open-set: the classes a "
                         "class-subset model was not trained on), or a dataset folder / Hub id (e.g. "
                         "../shared/data/ood/dtd)")
-    p.add_argument("--data", default=None, help="ID dataset (default: the one the model records)")
+    p.add_argument("--data", type=data_source, default=None, help="ID dataset (default: the one the model records)")
     p.add_argument("--split", default="test", help="ID test split")
     p.add_argument("--train-split", default="train", help="the split the feature detectors are fitted on")
     p.add_argument("--preset", choices=list(OOD_PRESETS), default="full",
@@ -57,6 +57,10 @@ def handle(args: argparse.Namespace) -> dict:
 
     if args.plots and not args.out:
         raise InvalidArgumentError("--plots needs --out (the folder the PNGs go to)")
+    if args.out is not None:  # checked now, not after the whole benchmark ran
+        from ...data.outputs import prepare_output
+
+        args.out = prepare_output(args.out, "ood")
     sizes = dict(OOD_PRESETS[args.preset])
     given = dict(id_images=args.test_images, ood_images=args.ood_images, fit_images=args.fit_images)
     sizes.update({k: v for k, v in given.items() if v is not None})

@@ -113,6 +113,10 @@ def run_ood(
         raise InvalidArgumentError(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
     if not ood:
         raise InvalidArgumentError(f"no OOD sets: name some ({', '.join(BUILTIN_SETS)}, or a dataset folder / Hub id)")
+    if out is not None:  # a wrong place fails now, not after the benchmark ran (results lost)
+        from ...data.outputs import prepare_output
+
+        out = prepare_output(out, "ood")
     start = time.perf_counter()
     head = IntrospectiveHead.from_pretrained(str(model).removeprefix(HF_HUB_PREFIX)).eval()
     data = data or head.dataset

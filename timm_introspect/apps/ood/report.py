@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ...errors import InvalidArgumentError
 from .metrics import roc_curve
 
 __all__ = ["claims", "ood_plots", "ood_table", "write_results"]
@@ -117,18 +117,22 @@ def _slug(name: str) -> str:
 def write_results(result: dict, out: str | Path, header: str = "") -> dict[str, str]:
     """``table.md`` (both conventions and the claims), ``full_table.md``, ``results.json`` and
     ``sets/<set>.json`` in ``out``; returns the file names by kind."""
+    from ...data.outputs import write_json, write_text  # never through a link planted in out
+
     out = Path(out)
+    if (out / "sets").is_symlink():
+        raise InvalidArgumentError(f"{out / 'sets'} is a symbolic link: refusing to write through it; remove it")
     (out / "sets").mkdir(parents=True, exist_ok=True)
     table = "\n".join([header, "", claims(result), "", ood_table(result, "id"), ood_table(result, "ood")])
-    (out / "table.md").write_text(table)
-    (out / "full_table.md").write_text(full_table(result, "id") + "\n\n" + full_table(result, "ood") + "\n")
+    write_text(out / "table.md", table)
+    write_text(out / "full_table.md", full_table(result, "id") + "\n\n" + full_table(result, "ood") + "\n")
     plain = {k: v for k, v in result.items() if k != "scores"}
-    (out / "results.json").write_text(json.dumps(plain, indent=2))
+    write_json(out / "results.json", plain)
     sets = sorted({s for c in result["conditions"].values() for s in c["sets"]})
     for s in sets:
         per_set = {"set": s, "images": result["images"].get(s), "id_images": result["images"]["id"],
                    "conditions": {c: e["sets"][s] for c, e in result["conditions"].items() if s in e["sets"]}}
-        (out / "sets" / f"{_slug(s)}.json").write_text(json.dumps(per_set, indent=2))
+        write_json(out / "sets" / f"{_slug(s)}.json", per_set)
     return {"table": "table.md", "full_table": "full_table.md", "json": "results.json", "sets": "sets/"}
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import DataError, InvalidArgumentError
+from ..outputs import atomic_open, write_json
 from .corruptions import CORRUPTIONS, IMAGENET_SIZE, corrupt
 from .release import GENERATOR_VERSION
 
@@ -118,9 +118,7 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_json(path, data, indent=1)  # a new file renamed over the old: no link followed
 
 
 def _folder_keys(manifest: dict) -> set[str]:
@@ -201,7 +199,10 @@ def write_imagenet_c(
     labels, files, seed, chunk, frost folder and generator version, they are kept (an interrupted run
     resumes), with other settings this generator's earlier files are deleted. A folder holding ImageNet-C
     files this generator did not write is refused.
-    Returns ``{"seconds": {corruption: seconds}, "reused": ["<corruption>/<severity>", ...], "images": n}``.
+    With ``classes``, ``manifest.json`` records them (``"classes"``, the folders in label order), and
+    :func:`~timm_introspect.data.cifar10c.load_imagenet_c` labels by that order rather than by sorted folder names.
+    Returns ``{"seconds": {corruption: seconds}, "reused": ["<corruption>/<severity>", ...], "images": n,
+    "classes": the recorded order or None}``.
     """
     from ...log import tqdm
 
@@ -250,7 +251,10 @@ def write_imagenet_c(
         for d in (out_dir / key, (out_dir / key).parent):
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
-    manifest = {"settings": settings, "done": done, "writing": None, "paths": paths}
+    # the class folders in label order (integer labels named by classes=): a reader labels by this order, not by
+    # the folders' sorted names (the Hub's ImageNet-style names do not sort in class order)
+    order = [str(c) for c in classes] if classes is not None else None
+    manifest = {"settings": settings, "done": done, "writing": None, "paths": paths, "classes": order}
     _write_json(manifest_path, manifest)
 
     todo = [(c, s) for c in corruptions for s in severities]
@@ -275,10 +279,9 @@ def write_imagenet_c(
         for i in range(0, len(images), chunk):
             out = corrupt(images[i : i + chunk], name, severity, rng, frost_dir=frost_dir, dataset="imagenet")
             for img, path in zip(out, paths[i : i + chunk], strict=True):
-                target = folder / path
-                tmp = target.with_name(f".{target.name}.partial")
-                Image.fromarray(img).save(tmp, format="JPEG", **JPEG_OPTIONS)
-                os.replace(tmp, target)  # an interrupted run never leaves a truncated image under its name
+                # an interrupted run never leaves a truncated image under its name; no planted link is followed
+                with atomic_open(folder / path) as fh:
+                    Image.fromarray(img).save(fh, format="JPEG", **JPEG_OPTIONS)
             bar.set_postfix_str(key)
             bar.update(len(out))
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
@@ -286,7 +289,7 @@ def write_imagenet_c(
         manifest["writing"] = None
         _write_json(manifest_path, manifest)
     bar.close()
-    return {"seconds": seconds, "reused": reused, "images": len(images)}
+    return {"seconds": seconds, "reused": reused, "images": len(images), "classes": order}
 
 
 # --- reading it -----------------------------------------------------------------------------------------

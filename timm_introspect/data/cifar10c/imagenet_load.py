@@ -60,6 +60,22 @@ def _label_indices(wnids: list[str], classes: Sequence[str] | None, where: str,
     return np.array([index[w] for w in wnids], dtype=np.int64)
 
 
+def _recorded_classes(root: Path) -> list[str] | None:
+    """The class order ``write_imagenet_c`` recorded in ``<root>/manifest.json`` (its folders in label order), or
+    ``None`` (a release, or a set written from wnid labels: the sorted folders are the order)."""
+    import json
+
+    path = root / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    order = manifest.get("classes") if isinstance(manifest, dict) else None
+    if isinstance(order, list) and order and all(isinstance(c, str) for c in order) and len(set(order)) == len(order):
+        return order
+    return None
+
+
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
     """Positions ``0..n-1`` to read: all, or a seeded subset of ``limit`` of them, in order."""
     if limit is None or limit >= n:
@@ -124,7 +140,8 @@ def load_imagenet_c(
     their order, or follow an ``index`` column); or a dataset repo on the Hub holding either (of the
     layout, only the asked-for folder is downloaded). Labels are the index of each image's wnid in
     ``classes`` (e.g. the 1,000 ImageNet wnids in order), by default among the sorted wnids present;
-    integer labels in rows are kept. The images are decoded into memory (about 7.5 GB for 50,000): with
+    integer labels in rows are kept; a folder written by ``write_imagenet_c`` with ``classes=`` labels by the class
+    order its ``manifest.json`` records. The images are decoded into memory (about 7.5 GB for 50,000): with
     ``limit``, only a seeded subset of ``limit`` positions (the same in every set of one release, for a given
     ``seed``), kept in order.
     """
@@ -145,7 +162,7 @@ def load_imagenet_c(
             raise DataError(f"{path} is not a folder: pass ImageNet-C's folder (<corruption>/<severity>/<wnid>/...) "
                             "or a folder of rows")
         if (path / key).is_dir():
-            return _from_folder(path / key, classes, limit, seed)
+            return _from_folder(path / key, classes if classes is not None else _recorded_classes(path), limit, seed)
         present = [c for c in CORRUPTIONS if (path / c).is_dir()]
         if present:
             raise DataError(f"{path} lacks {key} (it has {', '.join(present)}): generate it with write_imagenet_c "

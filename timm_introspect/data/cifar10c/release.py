@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError, InvalidArgumentError
+from ..outputs import atomic_open, write_json
 from .corruptions import CORRUPTIONS, corrupt
 
 __all__ = ["GENERATOR_VERSION", "RELEASE_TAR", "hub_files", "load_cifar10c", "load_official", "row_columns",
@@ -79,7 +80,8 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     for stale in ours - set(done):  # made from other images or settings: never left beside the new ones
         (out_dir / stale).unlink(missing_ok=True)
     manifest = {"settings": settings, "files": {k: v for k, v in done.items() if (out_dir / k).is_file()}}
-    np.save(out_dir / "labels.npy", np.tile(np.asarray(labels, dtype=np.uint8), 5))
+    with atomic_open(out_dir / "labels.npy") as fh:  # never through a link planted in out_dir
+        np.save(fh, np.tile(np.asarray(labels, dtype=np.uint8), 5))
     seconds, reused = {}, []
     bar = tqdm(total=len(corruptions) * 5 * len(images), unit="img", desc="CIFAR-10-C", disable=not progress)
     for name in corruptions:
@@ -99,14 +101,12 @@ def write_official(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
                 bar.set_postfix_str(f"{name} {s}")
                 bar.update(len(part))
         seconds[name] = time.perf_counter() - start
-        tmp = out_dir / f".{name}.npy.partial"
-        with open(tmp, "wb") as fh:
+        with atomic_open(path) as fh:  # an interrupted run never leaves a truncated file; links are not followed
             np.save(fh, out)
-        tmp.replace(path)  # an interrupted run never leaves a truncated file
         manifest["files"][path.name] = _file_md5(path)
-        manifest_path.write_text(json.dumps(manifest, indent=2))
+        write_json(manifest_path, manifest)
     bar.close()
-    manifest_path.write_text(json.dumps(manifest, indent=2))
+    write_json(manifest_path, manifest)
     sums = {**manifest["files"], "labels.npy": _file_md5(out_dir / "labels.npy")}  # hashed once, when written
     return {"md5": dict(sorted(sums.items())), "seconds": seconds, "reused": reused}
 
