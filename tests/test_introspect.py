@@ -127,3 +127,34 @@ def test_active_learning_reads_r_x_through_the_pass(monkeypatch):
     with tempfile.TemporaryDirectory() as tmp:
         tampered = run(tmp)
     assert not torch.allclose(plain, tampered)
+
+
+def test_the_fidelity_study_reads_r_x_through_the_pass(monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("cv2")
+    path = Path(__file__).parents[1] / "benchmarks" / "fidelity.py"
+    spec = importlib.util.spec_from_file_location("fidelity_study", path)
+    fidelity = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fidelity_study", fidelity)
+    spec.loader.exec_module(fidelity)
+    model = _model()
+    data = {}
+    for i, key in enumerate(["train", "calib", "test", "noise/5"]):
+        with torch.no_grad():
+            h = model.forward_head(model.forward_features(_x(12, i)), pre_logits=True)
+        data.update({f"{key}:z": model.get_classifier()(h), f"{key}:h": h, f"{key}:y": torch.arange(12) % 3})
+    cfg = {**fidelity.PAPER, "epochs": 1, "hidden": (8,)}
+
+    def run() -> dict:
+        torch.manual_seed(0)
+        return fidelity.run_variant("paper", cfg, data, 0, tmp_path, _model())
+
+    plain = run()
+    monkeypatch.setattr(IntrospectiveHead, "introspect_outputs", _negated(IntrospectiveHead.introspect_outputs))
+    tampered = run()
+    assert plain["clean"]["f"] == tampered["clean"]["f"]  # f is not introspected
+    assert plain["clean"]["H"] != tampered["clean"]["H"]
