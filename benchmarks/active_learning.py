@@ -14,7 +14,8 @@ is averaged over seeds (± the standard deviation over seeds).
     python benchmarks/active_learning.py --data uoft-cs/cifar10 --preset paper --seeds 0 1 2 --out runs/active-paper
 
 Runs go to ``<out>/<strategy>-<via>-seed<k>/`` (every round checkpointed: a killed benchmark started again resumes
-each run where it stopped); the table, the curves and the numbers to ``--results`` (default benchmarks/results):
+each run where it stopped); the table, the curves and the numbers to ``--results`` (default: ``--out``; name
+benchmarks/results to update the committed ones):
 ``active_learning_<preset>.md``, ``.png`` and ``.json``.
 """
 
@@ -32,7 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from timm_introspect.apps.active import STRATEGIES, ActiveData, list_strategies, load_active_data, protocol_config
-from timm_introspect.jobs.args import MIXED_PRECISION, deprecated, scale_choices
+from timm_introspect.data.outputs import prepare_output, write_json, write_text
+from timm_introspect.errors import InvalidArgumentError
+from timm_introspect.jobs.args import (
+    MIXED_PRECISION,
+    OneLineParser,
+    data_source,
+    deprecated,
+    non_negative,
+    positive,
+    run_script,
+    scale_choices,
+)
 from timm_introspect.jobs.plots import pyplot
 from timm_introspect.training.recipes import ACTIVE_ALIASES, ACTIVE_PRESETS
 
@@ -42,25 +54,27 @@ SETS = {"clean": "Original test set", "gaussian_noise": "Gaussian noise"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="uoft-cs/cifar10")
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=data_source, default="uoft-cs/cifar10")
     p.add_argument("--preset", choices=list(ACTIVE_PRESETS), default="cpu")
     deprecated(p, "--protocol", "--preset", choices=[*ACTIVE_PRESETS, *ACTIVE_ALIASES], values=ACTIVE_ALIASES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--strategies", nargs="+", choices=list_strategies(), default=list_strategies())
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 with --jobs > 1)")
+    p.add_argument("--jobs", type=positive, default=1, help="runs in parallel (processes)")
+    p.add_argument("--threads", type=positive, default=None, help="torch threads per run (default: 1 with --jobs > 1)")
     p.add_argument("--data-seed", type=int, default=0, help="the pool and test subsets and the Gaussian noise")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--query-size", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--rounds", type=non_negative, default=None)
+    p.add_argument("--query-size", type=positive, default=None)
+    p.add_argument("--epochs", type=positive, default=None)
     p.add_argument("--reset", action=argparse.BooleanOptionalAction, default=None,
                    help="re-initialize f every round (the protocols' default, as the BADGE code) or continue")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None, help="training on a GPU")
     p.add_argument("--scale", choices=scale_choices(), default=None,
                    help="r_x scaling before H (default: the paper's maxabs)")
     p.add_argument("--out", required=True)
-    p.add_argument("--results", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--results", default=None,
+                   help="folder for the table, curves and numbers (default: --out; the committed benchmarks/results "
+                        "only when named)")
     return p.parse_args(argv)
 
 
@@ -77,12 +91,12 @@ def prepare_data(args) -> Path:
     path, spec_path = out / "data.safetensors", out / "data.json"
     if path.is_file() and spec_path.is_file():
         if json.loads(spec_path.read_text()) != spec:
-            raise SystemExit(f"{path} holds other data ({spec_path.read_text()}): use another --out")
+            raise InvalidArgumentError(f"{path} holds other data ({spec_path.read_text()}): use another --out")
         return path
     out.mkdir(parents=True, exist_ok=True)
     data = load_active_data(args.data, spec["pool"], spec["test"], spec["noise"], args.data_seed)
     data.save(path)
-    spec_path.write_text(json.dumps(spec))
+    write_json(spec_path, spec, indent=None)
     return path
 
 
@@ -215,6 +229,8 @@ def plot(agg: dict, path: Path) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    args.out = prepare_output(args.out, "benchmark")  # both places checked before any work
+    args.results = prepare_output(args.results or args.out, "benchmark")
     pyplot()  # matplotlib is there before any work starts
     if args.jobs > 1:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -271,9 +287,10 @@ def main(argv=None) -> dict:
         "## Every combination (queried via x accuracy of)", "", full_table(agg), "",
         f"![per-round accuracy]({name}.png)", "",
     ]
-    (results / f"{name}.md").write_text("\n".join(report))
-    (results / f"{name}.json").write_text(json.dumps(
-        {"args": vars(args), "total_s": total_s, "aggregate": agg,
+    write_text(results / f"{name}.md", "\n".join(report))
+    write_text(results / f"{name}.json", json.dumps(
+        {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "total_s": total_s,
+         "aggregate": agg,
          "runs": [{"config": r["config"], "wall_s": r["wall_s"],  # the queried indices stay in the run folders
                    "history": [{k: v for k, v in h.items() if k != "queried"} for h in r["history"]]} for r in runs]},
         indent=1))
@@ -282,4 +299,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

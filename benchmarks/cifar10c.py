@@ -39,16 +39,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from timm_introspect import IntrospectionError, IntrospectiveHead
 from timm_introspect.data.cifar10c import CORRUPTIONS, imagenet_preprocess, load_cifar10c, load_imagenet_c
 from timm_introspect.data.images import load_images
+from timm_introspect.data.outputs import prepare_output
 from timm_introspect.io.backbones import HF_HUB_PREFIX
-from timm_introspect.jobs.args import deprecated, positive
+from timm_introspect.jobs.args import OneLineParser, deprecated, positive, run_script, severity
 from timm_introspect.jobs.plots import corruption_plots, pyplot
 from timm_introspect.jobs.robustness import calibration_images, corruption_benchmark, summary_table
 
@@ -58,7 +59,7 @@ TITLE = {"cifar10c": "CIFAR-10-C", "imagenetc": "ImageNet-C"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
     p.add_argument("--dataset", choices=list(GENERATOR), default="cifar10c", help="which corruption benchmark")
     p.add_argument("--data", default="uoft-cs/cifar10", help="the clean images (Hub id or local folder)")
@@ -67,7 +68,7 @@ def parse_args(argv=None):
                    help="the corrupted sets: a release (folder, tar or Hub dataset repo); default: generate them here")
     p.add_argument("--frost-dir", default=None, help="frost overlays, to generate 'frost'")
     p.add_argument("--corruptions", nargs="*", default=None)
-    p.add_argument("--severities", nargs="*", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--severities", nargs="+", type=severity, default=[1, 2, 3, 4, 5])
     p.add_argument("--test-images", type=positive, default=None, help="test images per set (a seeded subset)")
     deprecated(p, "--limit", "--test-images", type=positive)
     p.add_argument("--calibration-holdout", type=float, default=None,
@@ -76,7 +77,7 @@ def parse_args(argv=None):
     p.add_argument("--preset", choices=["full", "quick"], default="full",
                    help=f"quick: {len(QUICK_CORRUPTIONS)} corruptions, 500 images")
     deprecated(p, "--quick", "--preset quick", flag=True, const="quick")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -108,7 +109,7 @@ def clean_arrays(args, head: IntrospectiveHead, limit: int | None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = Path(args.out)
+    out = prepare_output(args.out, "benchmark")  # before any work
     out.mkdir(parents=True, exist_ok=True)
     quick = args.preset == "quick"
     limit = args.test_images or (500 if quick else None)
@@ -167,4 +168,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

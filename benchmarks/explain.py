@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from timm_introspect.apps.explain import Explainer, deletion_logits, margin_auc
 from timm_introspect.apps.explain.job import load_classifier
 from timm_introspect.data.images import load_images
-from timm_introspect.jobs.args import deprecated, positive
+from timm_introspect.data.outputs import prepare_output
+from timm_introspect.jobs.args import OneLineParser, deprecated, non_negative, positive, run_script
 from timm_introspect.jobs.plots import pyplot
 from timm_introspect.jobs.robustness import normalized_batches
 
@@ -42,7 +43,7 @@ KINDS = ("contrastive", "grad-cam", "random")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", required=True,
                    help="f: a folder in timm's layout (e.g. runs/main/backbone), an introspective model's folder, "
                         "hf-hub:<repo>, or a timm architecture name with --checkpoint")
@@ -51,15 +52,20 @@ def parse_args(argv=None):
     p.add_argument("--test-images", type=positive, default=500, help="seeded subset of test images")
     deprecated(p, "--images", "--test-images", type=positive)
     p.add_argument("--fills", nargs="+", default=["mean", "blur"], choices=["mean", "blur"])
-    p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS))
+    p.add_argument("--fractions", nargs="+", type=float, default=list(FRACTIONS),
+                   help="fractions of pixels deleted: increasing, in [0, 1], starting at 0")
     p.add_argument("--target-layer", default=None, help="explain at this layer (autograd); default: the final map")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=positive, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cost-batch", type=int, default=64, help="batch for the cost measurement (0: skip it)")
+    p.add_argument("--cost-batch", type=non_negative, default=64, help="batch for the cost measurement (0: skip it)")
     p.add_argument("--preset", choices=["full", "quick"], default="full", help="quick: 100 images, mean fill only")
     deprecated(p, "--quick", "--preset quick", flag=True, const="quick")
     p.add_argument("--out", required=True)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    f = args.fractions
+    if f[0] != 0 or any(b <= a for a, b in zip(f, f[1:], strict=False)) or f[-1] > 1:
+        p.error(f"--fractions must increase strictly from 0 to at most 1 (the deletion curve's x), got {f}")
+    return args
 
 
 def explain_all(model, pixels, target_layer, batch_size):
@@ -167,6 +173,7 @@ def plot(result: dict, out: Path) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    args.out = str(prepare_output(args.out, "benchmark"))  # before any work
     if args.preset == "quick":
         args.test_images, args.fills = min(args.test_images, 100), ["mean"]
     start = time.perf_counter()
@@ -203,4 +210,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(run_script(lambda: 0 if main() else 1))

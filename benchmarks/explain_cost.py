@@ -17,8 +17,8 @@ Median of ``--repeats`` runs (after one warm-up). Run alone, or from ``benchmark
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 
 import timm
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from timm_introspect.apps.explain import Explainer
+from timm_introspect.data.outputs import prepare_output_file, write_json
+from timm_introspect.jobs.args import OneLineParser, positive, run_script
 
 
 def _median_seconds(ways: dict, repeats: int) -> dict[str, float]:
@@ -110,20 +112,22 @@ def cost_table(cost: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default=None,
                    help="f: a folder, hf-hub:<repo>, or an architecture name with --checkpoint; default: --arch with "
                         "random weights")
     p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name --backbone")
     p.add_argument("--arch", default="resnet50")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--authors-images", type=int, default=None, help="time the authors' way on this many images")
-    p.add_argument("--authors-classes", type=int, default=None, help="... and this many classes (then scale)")
+    p.add_argument("--size", type=positive, default=224)
+    p.add_argument("--classes", type=positive, default=1000)
+    p.add_argument("--batch", type=positive, default=64)
+    p.add_argument("--repeats", type=positive, default=3)
+    p.add_argument("--authors-images", type=positive, default=None, help="time the authors' way on this many images")
+    p.add_argument("--authors-classes", type=positive, default=None, help="... and this many classes (then scale)")
     p.add_argument("--out", default=None, help="JSON file")
     args = p.parse_args(argv)
+    if args.out:
+        prepare_output_file(args.out)  # before any work
     if args.backbone:
         from timm.data import resolve_model_data_config
 
@@ -139,10 +143,9 @@ def main(argv=None) -> dict:
     cost["model"] = args.backbone or args.arch
     print(cost_table(cost))
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(cost, fh, indent=2)
+        write_json(args.out, cost)
     return cost
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -37,20 +37,22 @@ from torch import nn
 from timm_introspect import IntrospectionError, NoSpatialMapError, find_classifiers
 from timm_introspect.apps.explain import Explainer
 from timm_introspect.apps.explain.layout import spatial
+from timm_introspect.data.outputs import prepare_output_file
+from timm_introspect.jobs.args import OneLineParser, positive, run_script
 
 warnings.filterwarnings("ignore")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", default=None, help="fnmatch patterns; default: all of timm.list_models()")
-    p.add_argument("--limit", type=int, default=None, help="a seeded random sample of this many architectures")
+    p.add_argument("--limit", type=positive, default=None, help="a seeded random sample of this many architectures")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--shard", default="1/1", help="i/n: the i-th of n interleaved shards")
-    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--img-size", type=positive, default=64)
     p.add_argument("--tol", type=float, default=1e-4, help="relative error tolerance in float32 (float64: tol / 10)")
     p.add_argument("--max-params", type=float, default=150e6, help="skip larger models (time and memory)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive, default=None)
     p.add_argument("--jsonl", default=None, help="also append one JSON record per model to this file")
     return p.parse_args(argv)
 
@@ -149,6 +151,8 @@ def check(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.jsonl:
+        prepare_output_file(args.jsonl)
     if args.threads:
         torch.set_num_threads(args.threads)
     names = timm.list_models()
@@ -166,4 +170,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

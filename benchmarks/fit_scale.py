@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from timm_introspect.jobs.args import deprecated, positive
+from timm_introspect.data.outputs import prepare_output
+from timm_introspect.jobs.args import OneLineParser, deprecated, non_negative, positive, run_script
 
 WRAPPER = ("import atexit, resource, sys; from timm_introspect.cli import main; "
            "atexit.register(lambda: print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
@@ -42,17 +43,17 @@ WRAPPER = ("import atexit, resource, sys; from timm_introspect.cli import main; 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/cifar10", help="CIFAR-10 (local Parquet folder or Hub id)")
     p.add_argument("--arch", default="resnet50")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=positive, default=1000)
     p.add_argument("--train-images", type=positive, default=1000, help="images H is fitted on")
     deprecated(p, "--images", "--train-images", type=positive)
-    p.add_argument("--epochs", type=int, default=2, help="H's epochs in runs 1 and 2")
-    p.add_argument("--extra-epochs", type=int, default=100, help="run 3's epochs beyond run 2's (H's speed)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=positive, default=2, help="H's epochs in runs 1 and 2")
+    p.add_argument("--extra-epochs", type=non_negative, default=100, help="run 3's epochs beyond run 2's (H's speed)")
+    p.add_argument("--batch-size", type=positive, default=64)
     p.add_argument("--loss", default="mse-M", help="the CLI's default; an '-M' loss adds one forward pass for M")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=positive, default=None, help="torch threads (default: all cores)")
     p.add_argument("--out", required=True)
     return p.parse_args(argv)
 
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
     from timm_introspect.io.hub import save_backbone
 
     args = parse_args(argv)
-    out = Path(args.out)
+    out = prepare_output(args.out, "benchmark")  # before any work
     data, backbone = out / "data", out / "backbone"
     if not (data / "train-00000-of-00001.parquet").is_file():
         make_dataset(args.data, args.train_images, args.num_classes, data)
@@ -152,4 +153,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

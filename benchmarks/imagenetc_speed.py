@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -28,20 +29,22 @@ from PIL import Image
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt, imagenet_preprocess
 from timm_introspect.data.cifar10c.imagenet import JPEG_OPTIONS
 from timm_introspect.data.images import load_images
-from timm_introspect.jobs.args import deprecated, positive
+from timm_introspect.data.outputs import prepare_output
+from timm_introspect.jobs.args import OneLineParser, deprecated, positive, run_script
+from timm_introspect.jobs.args import severity as severity_type
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="../shared/data/cifar10",
                    help="images to corrupt: a local Parquet folder or Hub id (CIFAR-10, DTD, ...)")
     p.add_argument("--split", default="test")
     p.add_argument("--corruption-images", type=positive, default=1000, help="how many images to time (default 1000)")
     deprecated(p, "--images", "--corruption-images", type=positive)
-    p.add_argument("--severities", nargs="+", type=int, default=[3], help="severities to time (default 3)")
+    p.add_argument("--severities", nargs="+", type=severity_type, default=[3], help="severities to time (default 3)")
     p.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
-    p.add_argument("--chunk", type=int, default=100, help="images per corrupt() call (default 100)")
-    p.add_argument("--repeat", type=int, default=1,
+    p.add_argument("--chunk", type=positive, default=100, help="images per corrupt() call (default 100)")
+    p.add_argument("--repeat", type=positive, default=1,
                    help="time each corruption this many times and keep the fastest (on a shared machine)")
     p.add_argument("--frost-dir", default=None, help="the frost overlays; without them frost is skipped")
     p.add_argument("--seed", type=int, default=0)
@@ -129,6 +132,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    prepare_output(args.out, "benchmark")  # before any work
     corruptions = [c for c in args.corruptions if c != "frost" or args.frost_dir]
     skipped = [c for c in args.corruptions if c not in corruptions]
     start = time.perf_counter()
@@ -155,4 +159,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

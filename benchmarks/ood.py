@@ -29,7 +29,8 @@ from pathlib import Path
 
 from timm_introspect import IntrospectionError
 from timm_introspect.apps.ood import CONDITIONS, run_ood
-from timm_introspect.jobs.args import deprecated, positive
+from timm_introspect.data.outputs import prepare_output
+from timm_introspect.jobs.args import OneLineParser, deprecated, positive, run_script
 from timm_introspect.training.recipes import OOD_PRESETS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -37,7 +38,7 @@ LOCAL_SETS = [s for s in (str(SHARED / "ood" / "dtd"),) if Path(s).is_dir()] + [
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
     p.add_argument("--ood", nargs="+", default=LOCAL_SETS,
                    help="OOD sets: gaussian, uniform, cifar10c (severity 5), open-set, or a dataset folder / Hub id "
@@ -71,6 +72,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.out = str(prepare_output(args.out, "ood"))  # before any work, not after the benchmark ran
     sizes = dict(OOD_PRESETS[args.preset])
     given = dict(id_images=args.test_images, ood_images=args.ood_images, fit_images=args.fit_images)
     sizes.update({k: v for k, v in given.items() if v is not None})
@@ -90,4 +92,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

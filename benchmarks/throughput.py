@@ -21,26 +21,28 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
 from timm_introspect import IntrospectiveHead, find_classifiers, introspection_loss, list_nets
-from timm_introspect.jobs.args import deprecated, positive
+from timm_introspect.data.outputs import prepare_output_file
+from timm_introspect.jobs.args import OneLineParser, deprecated, positive, run_script
 from timm_introspect.nets.cifar import create_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", nargs="+", default=["resnet18"], help="timm architectures")
     deprecated(p, "--model", "--arch", nargs="+")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=positive, default=10)
     p.add_argument("--cifar-stem", action="store_true")
-    p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, nargs="+", default=[128])
+    p.add_argument("--img-size", type=positive, default=32)
+    p.add_argument("--batch-size", type=positive, nargs="+", default=[128])
     p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="autocast dtype (float32: none)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels-last", action="store_true")
@@ -51,10 +53,10 @@ def parse_args(argv=None):
                         "(timm_introspect.nets.lowrank)")
     deprecated(p, "--head", "--net", choices=list_nets())
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--paper-images", type=int, default=32, help="images timed one by one for (d)")
+    p.add_argument("--repeats", type=positive, default=10)
+    p.add_argument("--paper-images", type=positive, default=32, help="images timed one by one for (d)")
     p.add_argument("--skip-paper", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive, default=None)
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--data", default=None,
                    help="also time a whole dataset (a Hub id or local folder): forward pass vs r_x extraction, "
@@ -211,6 +213,8 @@ def bench_dataset(name: str, batch: int, args) -> dict:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    if args.json:
+        prepare_output_file(args.json)  # before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     results = []
@@ -246,4 +250,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

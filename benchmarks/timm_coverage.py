@@ -36,30 +36,45 @@ import timm
 import torch
 
 from timm_introspect import IntrospectiveHead, NoClassifierError, autograd_features
+from timm_introspect.data.outputs import prepare_output_file
+from timm_introspect.errors import InvalidArgumentError
+from timm_introspect.jobs.args import OneLineParser, positive, run_script
 
 warnings.filterwarnings("ignore")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shard", default="1/1", help="i/n: run the i-th of n interleaved shards (1-based)")
     p.add_argument("--models", nargs="*", default=None, help="fnmatch patterns; default: all of timm.list_models()")
-    p.add_argument("--img-size", type=int, default=64, help="input size tried first (the default size is the fallback)")
+    p.add_argument("--img-size", type=positive, default=64,
+                   help="input size tried first (the default size is the fallback)")
     p.add_argument("--loss", default="mse")
     p.add_argument("--tol", type=float, default=1e-4, help="relative error tolerance in float32")
     p.add_argument("--tol64", type=float, default=1e-5, help="relative error tolerance in float64 (the retry)")
     p.add_argument("--max-params", type=float, default=800e6, help="skip models with more parameters (memory)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--jsonl", default=None, help="also append one JSON record per model to this file")
     return p.parse_args(argv)
 
 
 def select(models: list[str], patterns: list[str] | None, shard: str) -> list[str]:
+    """The architectures matching ``patterns`` (all by default), in shard ``i/n``; a pattern that matches no
+    architecture, or an empty selection, is an error (a census of nothing would report "0/0" and succeed)."""
     if patterns:
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatch(m, p) for m in models)]
+        if unmatched:
+            raise InvalidArgumentError(f"--models {' '.join(unmatched)} match(es) no timm architecture: check the "
+                                       "fnmatch pattern (e.g. 'resnet*')")
         models = [m for m in models if any(fnmatch.fnmatch(m, p) for p in patterns)]
-    i, n = (int(v) for v in shard.split("/"))
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise InvalidArgumentError(f"--shard {shard}: write i/n, e.g. 1/4") from None
     if not 1 <= i <= n:
-        raise SystemExit(f"--shard {shard}: need 1 <= i <= n")
+        raise InvalidArgumentError(f"--shard {shard}: need 1 <= i <= n")
+    if not models[i - 1 :: n]:
+        raise InvalidArgumentError(f"no architecture in shard {shard} of the {len(models)} selected")
     return models[i - 1 :: n]
 
 
@@ -169,6 +184,8 @@ def run_census(names: list[str], check, args) -> Counter:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.jsonl:
+        prepare_output_file(args.jsonl)
     if args.threads:
         torch.set_num_threads(args.threads)
     names = select(timm.list_models(), args.models, args.shard)
@@ -183,4 +200,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

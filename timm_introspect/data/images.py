@@ -9,7 +9,6 @@ are converted to the model's channels (grayscale -> RGB by repetition: ``PIL.Ima
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +16,17 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from ..errors import DataError, InvalidArgumentError
+from .decode import decode_image, local_source, stack_images
+from .decode import image_column as find_image_column
 
 __all__ = ["LabeledImages", "batch_images", "batch_labels", "decode_image", "load_images", "make_loader",
-           "make_transform",
-           "model_pixels"]
+           "make_transform", "model_pixels"]
 
 
 @dataclass
@@ -67,7 +67,8 @@ class LabeledImages:
             raise InvalidArgumentError("pass model= or resize=, not both")
         raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[self.image_column]
         resize = model_pixels(model) if model is not None else resize or np.asarray
-        return np.stack([np.asarray(resize(decode_image(item, "RGB"))) for item in raw]), self.labels().numpy()
+        where = f"{self.source} [{self.split}]"
+        return stack_images(raw, lambda item: resize(decode_image(item, "RGB")), where), self.labels().numpy()
 
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` of the first image (``None`` for an empty dataset)."""
@@ -143,22 +144,6 @@ class LabeledImages:
         return raw.with_transform(apply)
 
 
-def decode_image(item: dict[str, Any] | Image.Image, mode: str) -> Image.Image:
-    """A dataset row's image (a PIL image, or the ``datasets`` dict of its bytes / path) as a PIL image in ``mode``."""
-    if isinstance(item, Image.Image):
-        return item.convert(mode)
-    try:
-        if item.get("bytes") is not None:
-            image = Image.open(io.BytesIO(item["bytes"]))
-        else:
-            image = Image.open(item["path"])
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        where = item.get("path") or "an embedded image"
-        raise DataError(f"cannot read image {where!r} ({err}); fix or remove it from the dataset") from err
-    return image.convert(mode)
-
-
 def load_images(
     source: str = "uoft-cs/cifar10",
     split: str = "train",
@@ -179,19 +164,17 @@ def load_images(
         classes: keep only these classes (indices or names, e.g. CIFAR-6/4's first six), relabeled 0..k-1 in
             the order given, with their names; applied before ``limit``.
     """
+    source = local_source(str(source))  # a local folder: absolute (recorded so), and it must exist
     try:  # a Hub id or a local folder: datasets tells them apart
-        ds = datasets.load_dataset(str(source), split=split)
+        ds = datasets.load_dataset(source, split=split)
     except ValueError as err:
         if "split" in str(err).lower():
             raise DataError(f"{source} has no split {split!r} ({err})") from err
         raise
+    if not len(ds):
+        raise DataError(f"{source} [{split}] has no rows: pass a dataset (or split) with images")
     features = ds.features
-    if image_column is None:
-        image_column = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
-        if image_column is None:
-            raise DataError(f"{source} has no image column (columns: {list(features)}): name it with image_column=")
-    elif image_column not in features:
-        raise DataError(f"{source} has no column {image_column!r}; its columns are {list(features)}")
+    image_column = find_image_column(features, source, image_column)  # with several image columns: named
     if label_column is None:
         label_column = next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
         label_column = label_column or next((k for k in ("label", "labels") if k in features), None)
@@ -213,15 +196,19 @@ def load_images(
         ds, label_names, subset = _select_classes(ds, label_column, label_names, classes, f"{source} [{split}]")
     if limit is not None and limit < len(ds):
         ds = ds.shuffle(seed=seed).select(range(limit))
-    return LabeledImages(ds, image_column, label_column, label_names, str(source), split, subset)
+    return LabeledImages(ds, image_column, label_column, label_names, source, split, subset)
 
 
 def _select_classes(ds: datasets.Dataset, label_column: str, label_names: list[str] | None,
                     classes: Sequence[int | str], where: str) -> tuple[datasets.Dataset, list[str] | None, tuple]:
-    """Rows of the given classes (indices, names, or digit strings), relabeled 0..k-1 in the order given."""
+    """Rows of the given classes (names, indices, or digit strings), relabeled 0..k-1 in the order given. A string
+    that is one of the class names is that name, even when it is made of digits; only other digit strings are
+    indices. Every class given must have images in ``ds``."""
     indices = []
     for c in classes:
-        if isinstance(c, str) and not c.strip().isdigit():
+        if isinstance(c, str) and label_names and c in label_names:
+            indices.append(label_names.index(c))
+        elif isinstance(c, str) and not c.strip().isdigit():
             if not label_names or c not in label_names:
                 raise DataError(f"{where} has no class named {c!r}"
                                 + (f"; its classes are {label_names}" if label_names else ": pass class indices"))
@@ -234,9 +221,11 @@ def _select_classes(ds: datasets.Dataset, label_column: str, label_names: list[s
         raise DataError(f"classes must be distinct class indices of {where}"
                         + (f" (0..{num - 1})" if num else "") + f"; got {list(classes)}")
     labels = np.asarray(ds[label_column])
+    absent = [c for c, i in zip(classes, indices, strict=True) if not np.any(labels == i)]
+    if absent:  # a class without images would train a model that never predicts it (or a one-class model)
+        raise DataError(f"{where} has no images of the class(es) {absent}"
+                        + (f"; its classes are {label_names}" if label_names else ""))
     ds = ds.select(np.flatnonzero(np.isin(labels, indices)))
-    if not len(ds):
-        raise DataError(f"{where} has no images of the classes {list(classes)}")
     mapping = {old: new for new, old in enumerate(indices)}
     names = [label_names[i] for i in indices] if label_names else None
     features = ds.features.copy()

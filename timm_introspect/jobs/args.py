@@ -32,6 +32,7 @@ __all__ = [
     "loss_arg",
     "loss_choices",
     "loss_name",
+    "model_source",
     "net_args",
     "non_negative",
     "positive",
@@ -112,7 +113,7 @@ def run_script(main: typing.Callable[[], typing.Any], prog: str | None = None) -
     prog = prog or os.path.basename(sys.argv[0])
     debug = os.environ.get("TIMM_INTROSPECT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     try:
-        main()
+        result = main()
     except KeyboardInterrupt:
         if debug:
             raise
@@ -130,7 +131,7 @@ def run_script(main: typing.Callable[[], typing.Any], prog: str | None = None) -
             text = f"{type(err).__name__}: {text}" if text else type(err).__name__
         print(f"{prog}: error: {text}", file=sys.stderr)
         return 1
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def warn(prog: str, message: str) -> None:
@@ -220,6 +221,23 @@ def data_source(text: str) -> str:
     return str(path.resolve()) if text and path.exists() else text
 
 
+def model_source(text: str) -> str:
+    """``--model`` / ``--backbone``: ``hf-hub:<owner>/<name>`` is checked to be a valid Hub repo id now (not found
+    out as a Hub client error later); a folder or an architecture name is taken as given."""
+    for prefix in ("hf-hub:", "hf_hub:"):
+        if text.startswith(prefix):
+            repo = text[len(prefix):]
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(repo)
+            except HFValidationError:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a Hub model id: write hf-hub:<owner>/<name> (e.g. hf-hub:timm/resnet18.a1_in1k), "
+                    "letters, digits, '-', '_' and '.' only") from None
+    return text
+
+
 def check_net_scale(net: str, scale: str) -> None:
     """Refuse, before any work, a feature scaling that H ``net`` cannot take (``standard`` needs materialized r_x;
     an H on its factors never sees it)."""
@@ -265,7 +283,7 @@ def net_args(p: argparse.ArgumentParser) -> None:
 
 
 def backbone_args(p: argparse.ArgumentParser, required: bool, note: str = "") -> None:
-    p.add_argument("--backbone", required=required,
+    p.add_argument("--backbone", required=required, type=model_source,
                    help="f: a folder in timm's layout (train-backbone, save_for_hf), hf-hub:<repo> (a timm model on "
                         "the Hub), or a timm architecture name with --checkpoint" + note)
     p.add_argument("--checkpoint", default=None, help="f's weights (.safetensors) for an architecture name --backbone")

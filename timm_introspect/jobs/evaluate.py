@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
-from .args import backbone_args, data_args, deprecated, load, positive, print_metrics
+from .args import backbone_args, data_args, deprecated, load, model_source, positive, print_metrics
 
 __all__ = ["handle", "register"]
 
@@ -18,7 +18,8 @@ __all__ = ["handle", "register"]
 def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="accuracy and calibration of f and H")
     data_args(p)
-    p.add_argument("--model", default=None, help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
+    p.add_argument("--model", default=None, type=model_source,
+                   help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
     backbone_args(p, required=False, note="; evaluates f alone (instead of --model)")
     p.add_argument("--split", default="test")
     p.add_argument("--test-images", type=positive, default=None, help="a seeded subset of this many images")

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ...errors import InvalidArgumentError
-from ...jobs.args import backbone_args, positive, warn
+from ...jobs.args import backbone_args, model_source, positive, warn
 from .explainer import METHODS
 
 __all__ = ["handle", "register"]
@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("explain", help="Grad-CAM and 'why P, rather than Q?' maps for image files, one PNG "
                                               "each")
     backbone_args(p, required=False, note="; explains f")
-    p.add_argument("--model", default=None, help="folder or Hub repo (hf-hub:<repo>) of an introspective model: "
+    p.add_argument("--model", default=None, type=model_source,
+                   help="folder or Hub repo (hf-hub:<repo>) of an introspective model: "
                                                  "explains its f")
     p.add_argument("--images", nargs="+", required=True, help="image files (PNG, JPEG)")
     p.add_argument("--contrast", nargs="*", default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ...errors import InvalidArgumentError
-from ...jobs.args import data_source, deprecated, positive
+from ...jobs.args import data_source, deprecated, model_source, positive
 from ...training.recipes import OOD_PRESETS
 from .benchmark import CONDITIONS
 from .data import BUILTIN_SETS
@@ -20,7 +20,8 @@ __all__ = ["handle", "register"]
 def register(subparsers) -> None:
     p = subparsers.add_parser("ood", help="OOD detection: every detector on f and H, vanilla and attacked; prints "
                                           "the table")
-    p.add_argument("--model", required=True, help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
+    p.add_argument("--model", required=True, type=model_source,
+                   help="folder or Hub repo (hf-hub:<repo>) of an introspective model")
     p.add_argument("--ood", nargs="+", required=True,
                    help=f"OOD sets: {', '.join(BUILTIN_SETS)} (cifar10c: severity 5; open-set: the classes a "
                         "class-subset model was not trained on), or a dataset folder / Hub id (e.g. "

@@ -40,6 +40,27 @@ def _classes(head: IntrospectiveHead, data: str, split: str) -> list[str] | None
     return None
 
 
+def _suggest(name: str) -> str:
+    import difflib
+
+    plain = name.lower().replace("-", "").replace("_", "")
+    close = [s for s in BUILTIN_SETS if s.replace("-", "") == plain] or difflib.get_close_matches(
+        name.lower(), BUILTIN_SETS, n=1, cutoff=0.75)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def check_set_names(names: Sequence[str]) -> None:
+    """A built-in set's name spelt another way (``Gaussian``, ``cifar-10-c``, ``open_set``) that is no local
+    folder is refused now, naming the built-in sets, rather than looked up on the Hub."""
+    for name in names:
+        if name in BUILTIN_SETS or Path(name).exists():
+            continue
+        plain = name.lower().replace("-", "").replace("_", "")
+        if any(s.replace("-", "") == plain for s in BUILTIN_SETS):
+            raise InvalidArgumentError(f"no OOD set {name!r}: {_suggest(name)}The built-in sets are "
+                                       f"{', '.join(BUILTIN_SETS)}; a dataset is a local folder or a Hub id owner/name")
+
+
 def build_sets(names: Sequence[str], head: IntrospectiveHead, data: str, split: str, clean_extra: np.ndarray | None,
                n: int, seed: int = 0, ood_split: str = "test", image_column: str | None = None,
                config: str | None = None, frost_dir: str | None = None) -> list[OODSet]:
@@ -60,7 +81,14 @@ def build_sets(names: Sequence[str], head: IntrospectiveHead, data: str, split: 
                                              model=head.model)
             sets.append(OODSet("open-set", pixels, f"{data} [{split}], classes {unseen}", {"classes": unseen}))
         else:
-            pixels = load_ood_images(name, ood_split, image_column, config, limit=n, seed=seed, size=size)
+            try:
+                pixels = load_ood_images(name, ood_split, image_column, config, limit=n, seed=seed, size=size)
+            except Exception as err:  # a misspelt built-in name looked up on the Hub: say what the built-ins are
+                if "/" in name or Path(name).exists():
+                    raise
+                raise DataError(f"no OOD set {name!r}: {_suggest(name)}It is not a built-in set "
+                                f"({', '.join(BUILTIN_SETS)}) and cannot be loaded as a dataset "
+                                f"({type(err).__name__}: {err})") from err
             sets.append(OODSet(set_name(name), pixels, f"{name} [{ood_split}]"))
     return sets
 
@@ -113,6 +141,7 @@ def run_ood(
         raise InvalidArgumentError(f"unknown condition(s) {unknown}; choose from {', '.join(CONDITIONS)}")
     if not ood:
         raise InvalidArgumentError(f"no OOD sets: name some ({', '.join(BUILTIN_SETS)}, or a dataset folder / Hub id)")
+    check_set_names(ood)
     if out is not None:  # a wrong place fails now, not after the benchmark ran (results lost)
         from ...data.outputs import prepare_output
 
