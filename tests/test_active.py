@@ -137,6 +137,41 @@ def test_badge_embeddings_equal_per_image_autograd_of_ce_with_predicted_label(da
     assert gradient_embeddings(torch.tensor([[2.0, 0.0]]), torch.ones(1, 3)).abs().sum() > 0
 
 
+def test_a_registered_strategy_is_listed_created_by_name_and_accepted_by_the_config(data, head):
+    from timm_introspect.apps.active import Strategy, list_strategies, register_strategy
+
+    @register_strategy("First-Unlabeled")
+    class FirstUnlabeled(Strategy):
+        needs_model = False
+
+        def __init__(self, *args, skip: int = 0, **kwargs) -> None:
+            self.skip = skip
+            super().__init__(*args, **kwargs)
+
+        def select(self, candidates, n):
+            return np.arange(self.skip, self.skip + n)
+
+    try:
+        assert FirstUnlabeled.name == "first_unlabeled" and list_strategies()[-1] == "first_unlabeled"
+        assert list_strategies()[:6] == ["random", "entropy", "least_confidence", "margin", "bald", "badge"]
+        pool = LabeledPool(len(data.pool_labels), range(0, 60, 3))
+        strategy = create_strategy("first-unlabeled", pool, data.pool_images, mc_passes=3, skip=2)  # no mc_passes
+        assert isinstance(strategy, FirstUnlabeled)
+        assert strategy.query(4).tolist() == pool.unlabeled[2:6].tolist()
+        assert tiny_config(strategy="first_unlabeled").strategy == "first_unlabeled"
+        assert create_strategy("BALD", pool, data.pool_images, head, mc_passes=3).mc_passes == 3  # BALD takes it
+        with pytest.raises(InvalidArgumentError, match="already registered"):
+            register_strategy("first_unlabeled")(type("Other", (Strategy,), {}))
+    finally:
+        STRATEGIES.pop("first_unlabeled")
+    with pytest.raises(InvalidArgumentError, match="use one of random, entropy, least_confidence, margin, bald, badge"):
+        create_strategy("coreset", pool, data.pool_images)
+    with pytest.raises(InvalidArgumentError, match="subclass of Strategy"):
+        register_strategy("plain")(object)
+    with pytest.raises(InvalidArgumentError, match="letters"):
+        register_strategy("two words")
+
+
 def test_kmeans_pp_seeds_one_center_per_far_cluster_and_never_repeats():
     g = torch.Generator().manual_seed(0)
     centers = torch.tensor([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0], [100.0, 100.0]])

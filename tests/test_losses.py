@@ -64,3 +64,50 @@ def test_unknown_loss_says_what_to_use():
         parse_loss("hinge")
     with pytest.raises(ValueError):  # also a ValueError, for callers that catch that
         loss_delta("hinge", torch.zeros(1, 3))
+
+
+# --- the registry --------------------------------------------------------------------------------------
+
+def test_a_registered_loss_is_used_by_name_everywhere():
+    from timm_introspect.core.losses import list_losses, register_loss
+
+    def quartic(z, t):
+        return ((z - t) ** 4).sum(-1)
+
+    def quartic_delta(z, t):
+        return 4 * (z - t) ** 3
+
+    assert register_loss("quartic", quartic, quartic_delta) is quartic  # function form
+
+    @register_loss("huber2", delta=lambda z, t: torch.clamp(z - t, -2.0, 2.0))  # decorator form
+    def huber2(z, t):
+        return F.huber_loss(z, t, reduction="none", delta=2.0).sum(-1)
+
+    assert list_losses()[: len(LOSSES)] == list(LOSSES) and {"quartic", "huber2"} <= set(list_losses())
+    assert set(LOSSES) == {"ce", "mse", "bce", "l1", "smooth_l1", "nll", "soft_margin"}  # the built-ins only
+    assert parse_loss("Huber2-M") == ("huber2", "M") and parse_loss("quartic") == ("quartic", None)
+    torch.manual_seed(0)
+    z = (3 * torch.randn(5, 10, dtype=torch.float64)).requires_grad_(True)
+    for loss in ("quartic", "huber2"):
+        (expected,) = torch.autograd.grad(introspection_loss(loss, z, 1.5).sum(), z)
+        torch.testing.assert_close(loss_delta(loss, z.detach(), 1.5), expected, rtol=1e-12, atol=1e-12)
+    register_loss("quartic", quartic, quartic_delta)  # registering the same pair again is harmless
+    with pytest.raises(UnknownLossError, match="nll, .*quartic, huber2"):  # unknown names list the registered
+        parse_loss("hinge")
+
+
+@pytest.mark.parametrize("name", ["Hinge", "hinge_m", "smoothl1", "ce", "two words", ""])
+def test_register_loss_refuses_bad_names_and_redefinitions(name):
+    from timm_introspect import InvalidArgumentError
+    from timm_introspect.core.losses import register_loss
+
+    with pytest.raises(InvalidArgumentError):
+        register_loss(name, lambda z, t: z.sum(-1), lambda z, t: torch.ones_like(z))
+
+
+def test_register_loss_needs_the_closed_form_delta():
+    from timm_introspect import IntrospectionError
+    from timm_introspect.core.losses import register_loss
+
+    with pytest.raises(IntrospectionError, match="delta"):
+        register_loss("cubic", lambda z, t: ((z - t) ** 3).sum(-1))

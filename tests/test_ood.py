@@ -228,12 +228,72 @@ def test_every_benchmark_detector_scores_noise_above_id(head, arrays):
         x = Normalize(MEAN, STD)(_pixels(images))
         with torch.no_grad():
             p = introspective_pass(head, x)
-        scores[name] = {d.label: d.score(p, x) for d in dets}
+        scores[name] = {d.label: d.predict_pass(p, x) for d in dets}
     for d in dets:
         s_id, s_noise = scores["id"][d.label], scores["noise"][d.label]
         assert s_id.shape == (len(test_x),) and s_noise.shape == (len(noise),), d.label
         assert torch.isfinite(s_id).all() and torch.isfinite(s_noise).all(), d.label
         assert auroc(s_id, s_noise) > 0.9, d.label  # larger = more OOD
+
+
+def test_registry_builds_each_benchmark_detector_that_scores_its_pass_as_its_images(head, arrays):
+    """One detector abstraction: what the benchmark reads from the shared pass is what the detector gives on x."""
+    from timm_introspect.apps.ood import DETECTORS, PassDetector, create_detector, list_detectors
+
+    (train_x, train_y), (test_x, _), noise = arrays
+    assert set(DETECTORS) <= set(list_detectors()) and len(list_detectors("f")) == 9
+    assert {type(create_detector(n, head)) for n in ("msp_h", "knn_rx", "mahalanobis_1st_h")} == {
+        IntrospectiveMSP, IntrospectiveKNN, IntrospectiveMahalanobis}
+    assert create_detector("Mahalanobis-1st-H", head).label == "Mahalanobis-1st (H)"
+    train = represent(head, _pixels(train_x))
+    x = Normalize(MEAN, STD)(_pixels(np.concatenate([test_x[:8], noise[:8]])))
+    with torch.no_grad():
+        p = introspective_pass(head, x)
+    for name in DETECTORS:
+        det = create_detector(name, head, k=5) if "knn" in name else create_detector(name, head)
+        assert isinstance(det, PassDetector) and det.on in ("f", "H") and det.family in ("classic", "introspective")
+        assert (det.on == "f") == name.endswith("_f") == (det.family == "classic"), name
+        det.fit_pass(train, torch.as_tensor(train_y))
+        from_pass, from_images = det.predict_pass(p, x), det.predict(x)
+        assert from_pass.shape == (16,) and torch.allclose(from_pass.double(), from_images.double(), atol=1e-5), name
+
+
+def test_a_registered_detector_runs_in_the_benchmark_and_unknown_names_list_the_known(head, arrays):
+    from pytorch_ood.detector import MaxLogit
+
+    from timm_introspect.apps.ood import PassDetector, create_detector, list_detectors, register_detector
+
+    @register_detector("margin_h")
+    class IntrospectiveMargin(MaxLogit, PassDetector):
+        name, on, family = "Margin", "H", "introspective"
+
+        def __init__(self, head, scale: float = 1.0):
+            super().__init__(IntrospectiveLogits(head))
+            self.scale = scale
+
+        def predict_pass(self, p, x):
+            top2 = p.logits.topk(2, dim=1).values
+            return self.scale * (top2[:, 1] - top2[:, 0])
+
+    assert "margin_h" in list_detectors("H") and "margin_h" not in list_detectors("f")
+    det = create_detector("Margin-H", head, scale=2.0)
+    assert isinstance(det, IntrospectiveMargin) and det.scale == 2.0 and det.label == "Margin (H)"
+    (train_x, train_y), (test_x, _), noise = arrays
+    dets, skipped = build_detectors(head, represent(head, _pixels(train_x)), torch.as_tensor(train_y),
+                                    detectors=["msp_h", "margin_h"])
+    assert [d.label for d in dets] == ["MSP (H)", "Margin (H)"] and not skipped
+    scores = []
+    for images in (test_x, noise):
+        x = Normalize(MEAN, STD)(_pixels(images))
+        with torch.no_grad():
+            scores.append(dets[1].predict_pass(introspective_pass(head, x), x))
+    assert auroc(*scores) > 0.9
+    with pytest.raises(InvalidArgumentError, match="unknown OOD detector 'margin'.*msp_f, maxlogit_f"):
+        create_detector("margin", head)
+    with pytest.raises(InvalidArgumentError, match="already registered"):
+        register_detector("margin_h")(IntrospectiveMSP)
+    with pytest.raises(InvalidArgumentError, match="PassDetector"):
+        register_detector("plain_knn")(KNN)
 
 
 def _loader(images: np.ndarray, labels: np.ndarray, batch: int = 32):

@@ -11,7 +11,8 @@ labeled set every round, evaluates both on clean and Gaussian-noise test images,
 
 Where the Monte Carlo dropout of BALD is: in f, timm's ``drop_rate`` (dropout on the pooled features right
 before the classifier); in H, the dropout modules of its MLP (``head_drop_rate``). See
-:mod:`.views`, :mod:`.strategies`, :mod:`.loop`; the paper's protocol and a CPU one in :mod:`.config`.
+:mod:`.views`, :mod:`.strategies`, :mod:`.loop`; the paper's protocol and a CPU one in :mod:`.config`. Strategies are
+registered by name (``register_strategy``, ``list_strategies``, ``create_strategy``).
 """
 
 from .badge import gradient_embeddings, kmeans_pp
@@ -31,6 +32,7 @@ from .strategies import (
     Strategy,
     create_strategy,
     list_strategies,
+    register_strategy,
 )
 from .views import FView, HView, QueryView, backbone_outputs, introspective_inputs, make_view, mc_dropout
 
@@ -63,6 +65,7 @@ __all__ = [
     "make_view",
     "mc_dropout",
     "protocol_config",
+    "register_strategy",
     "round_seed",
     "run_active",
     "run_active_learning",

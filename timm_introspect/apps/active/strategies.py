@@ -14,12 +14,25 @@ pool images; label them with ``pool.add(indices)`` and call :meth:`Strategy.upda
                        ``H[mean_t p_t] - mean_t H[p_t]`` over ``mc_passes`` Monte Carlo dropout passes
 ``badge``              k-means++ seeding on gradient embeddings (Ash et al. 2020)
 =====================  =================================================================================
+
+The strategies are a registry, as the networks H are (:func:`~timm_introspect.nets.registry.register_net`):
+:func:`register_strategy` adds a :class:`Strategy` subclass under a name, :func:`list_strategies` names them and
+:func:`create_strategy` builds one by name (the active-learning loop and ``ActiveConfig.strategy`` take any
+registered name)::
+
+    @register_strategy("first")
+    class FirstUnlabeled(Strategy):
+        needs_model = False
+
+        def select(self, candidates, n):
+            return np.arange(n)  # positions in ``candidates``
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -31,7 +44,7 @@ from .pool import LabeledPool
 from .views import QueryView, make_view
 
 __all__ = ["STRATEGIES", "BALDDropout", "BadgeSampling", "EntropySampling", "LeastConfidence", "MarginSampling",
-           "RandomSampling", "Strategy", "create_strategy", "list_strategies"]
+           "RandomSampling", "Strategy", "create_strategy", "list_strategies", "register_strategy"]
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
@@ -50,6 +63,7 @@ class Strategy:
         batch_size: images per forward pass of f.
     """
 
+    #: the registered name (set by :func:`register_strategy`)
     name: ClassVar[str] = ""
     #: whether the strategy reads the model (random does not)
     needs_model: ClassVar[bool] = True
@@ -91,8 +105,36 @@ class Strategy:
         return f"{type(self).__name__}(via={self.via!r}, pool={self.pool})"
 
 
+#: name -> strategy class, in the order registered (:func:`register_strategy`)
+STRATEGIES: dict[str, type[Strategy]] = {}
+S = TypeVar("S", bound="type[Strategy]")
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "_") if isinstance(name, str) else ""
+
+
+def register_strategy(name: str) -> Callable[[S], S]:
+    """Class decorator: register a :class:`Strategy` subclass under ``name`` (lower case, ``_`` between words;
+    ``-`` is read as ``_``), and set its ``name``."""
+    key = _key(name)
+    if not key.replace("_", "").isalnum():
+        raise InvalidArgumentError(f"a strategy name must be letters, digits and '_'; got {name!r}")
+
+    def wrap(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise InvalidArgumentError(f"register_strategy({name!r}) takes a subclass of Strategy, got {cls!r}")
+        if key in STRATEGIES and STRATEGIES[key] is not cls:
+            raise InvalidArgumentError(f"a strategy named {key!r} is already registered ({STRATEGIES[key].__name__})")
+        STRATEGIES[key] = cls
+        cls.name = key
+        return cls
+
+    return wrap
+
+
+@register_strategy("random")
 class RandomSampling(Strategy):
-    name = "random"
     needs_model = False
 
     def select(self, candidates: np.ndarray, n: int) -> np.ndarray:
@@ -113,33 +155,29 @@ class _ScoreSampling(Strategy):
         return torch.softmax(self.view.logits(self.images[candidates]).double(), -1)
 
 
+@register_strategy("entropy")
 class EntropySampling(_ScoreSampling):
-    name = "entropy"
-
     def scores(self, candidates: np.ndarray) -> torch.Tensor:
         return _entropy(self.probabilities(candidates))
 
 
+@register_strategy("least_confidence")
 class LeastConfidence(_ScoreSampling):
-    name = "least_confidence"
-
     def scores(self, candidates: np.ndarray) -> torch.Tensor:
         return -self.probabilities(candidates).amax(-1)
 
 
+@register_strategy("margin")
 class MarginSampling(_ScoreSampling):
-    name = "margin"
-
     def scores(self, candidates: np.ndarray) -> torch.Tensor:
         top2 = self.probabilities(candidates).topk(2, dim=-1).values
         return -(top2[:, 0] - top2[:, 1])
 
 
+@register_strategy("bald")
 class BALDDropout(_ScoreSampling):
     """BALD with Monte Carlo dropout (``mc_passes`` masks; see :mod:`~timm_introspect.apps.active.views` for where
     the dropout is in f and in H)."""
-
-    name = "bald"
 
     def __init__(self, *args, mc_passes: int = 10, **kwargs) -> None:
         if mc_passes < 2:
@@ -152,31 +190,35 @@ class BALDDropout(_ScoreSampling):
         return _entropy(probs.mean(0)) - _entropy(probs).mean(0)
 
 
+@register_strategy("badge")
 class BadgeSampling(Strategy):
     """BADGE: k-means++ seeding on the gradient embeddings of the unlabeled images."""
-
-    name = "badge"
 
     def select(self, candidates: np.ndarray, n: int) -> np.ndarray:
         return kmeans_pp(self.view.embeddings(self.images[candidates]), n, self.rng())
 
 
-#: name -> strategy class
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (
-    RandomSampling, EntropySampling, LeastConfidence, MarginSampling, BALDDropout, BadgeSampling)}
-
-
 def list_strategies() -> list[str]:
-    """Names of the query strategies."""
+    """Names of the registered query strategies, in the order registered (the built-in ones first)."""
     return list(STRATEGIES)
 
 
 def create_strategy(name: str, pool: LabeledPool, images: np.ndarray, head: IntrospectiveHead | None = None,
-                    via: str = "f", seed: int | Sequence[int] = 0, batch_size: int = 500,
-                    mc_passes: int = 10) -> Strategy:
-    """A strategy by name (:func:`list_strategies`); ``mc_passes`` is BALD's number of dropout passes."""
-    key = name.strip().lower().replace("-", "_")
+                    via: str = "f", seed: int | Sequence[int] = 0, batch_size: int = 500, mc_passes: int = 10,
+                    **kwargs: Any) -> Strategy:
+    """Build a registered query strategy by name.
+
+    Args:
+        name: a name from :func:`list_strategies` (``-`` is read as ``_``, case is ignored).
+        pool, images, head, via, seed, batch_size: see :class:`Strategy`.
+        mc_passes: the number of Monte Carlo dropout passes, given to strategies whose constructor takes it
+            (``bald``) and ignored by the others.
+        kwargs: further constructor arguments of the strategy.
+    """
+    key = _key(name)
     if key not in STRATEGIES:
         raise InvalidArgumentError(f"unknown query strategy {name!r}: use one of {', '.join(STRATEGIES)}")
-    kwargs = {"mc_passes": mc_passes} if key == "bald" else {}
-    return STRATEGIES[key](pool, images, head, via=via, seed=seed, batch_size=batch_size, **kwargs)
+    cls = STRATEGIES[key]
+    if "mc_passes" in inspect.signature(cls).parameters:
+        kwargs = {"mc_passes": mc_passes, **kwargs}
+    return cls(pool, images, head, via=via, seed=seed, batch_size=batch_size, **kwargs)

@@ -2,7 +2,9 @@
 
 * :mod:`.metrics`: FPR at 95 % TPR, detection error, AUROC, AUPR-in / -out, with ``positive="id" | "ood"``;
 * :mod:`.path`: the introspective path f -> r_x -> scaling -> H, differentiable w.r.t. the image;
-* :mod:`.detectors`: detectors on H and on r_x with pytorch-ood's API (``fit``, ``predict``; larger = more OOD);
+* :mod:`.detectors`, :mod:`.baselines`: detectors on H and on r_x, and the classic ones on f, with pytorch-ood's API
+  (``fit``, ``predict``; larger = more OOD), registered by name (:mod:`.registry`: ``register_detector``,
+  ``list_detectors``, ``create_detector``);
 * :mod:`.attack`: L-inf PGD (ID toward uniform, OOD toward confident predictions), against f or H;
 * :mod:`.data`: noise, CIFAR-10-C, open-set and any ``datasets`` OOD set;
 * :mod:`.benchmark`, :mod:`.report`, :mod:`.job`: every detector on f and H, vanilla and attacked.
@@ -22,16 +24,29 @@ except ImportError as err:
         f"OOD detection needs pytorch-ood and scikit-learn ({err}): pip install 'timm-introspect[ood]'") from err
 
 from .attack import Normalize, pgd_attack, uniform_cross_entropy
-from .benchmark import CONDITIONS, build_detectors, ood_benchmark, represent
+from .baselines import (
+    ClassicEnergy,
+    ClassicGradNorm,
+    ClassicKNN,
+    ClassicMahalanobis,
+    ClassicMaxLogit,
+    ClassicMSP,
+    ClassicODIN,
+    ClassicReAct,
+    ClassicViM,
+)
+from .benchmark import CONDITIONS, DETECTORS, build_detectors, ood_benchmark, represent
 from .data import BUILTIN_SETS, OODSet, corrupted_images, load_ood_images, noise_images, open_set_images
 from .detectors import (
     IntrospectiveEnergy,
     IntrospectiveGradNorm,
+    IntrospectiveHiddenKNN,
     IntrospectiveKNN,
     IntrospectiveMahalanobis,
     IntrospectiveMaxLogit,
     IntrospectiveMSP,
     IntrospectiveODIN,
+    IntrospectiveViM,
     LinearGradNorm,
     gradnorm_score,
     rank_one_cosine,
@@ -39,14 +54,18 @@ from .detectors import (
 from .job import QUICK, run_ood
 from .metrics import METRICS, aupr, auroc, detection_error, fpr_at_tpr, ood_metrics, roc_curve
 from .path import IntrospectiveHidden, IntrospectiveLogits, IntrospectivePass, Penultimate, introspective_pass
+from .registry import PassDetector, create_detector, get_detector_class, list_detectors, register_detector
 from .report import claims, ood_plots, ood_table, write_results
 
 __all__ = [
-    "BUILTIN_SETS", "CONDITIONS", "METRICS", "QUICK", "IntrospectiveEnergy", "IntrospectiveGradNorm",
-    "IntrospectiveHidden", "IntrospectiveKNN", "IntrospectiveLogits", "IntrospectiveMSP", "IntrospectiveMahalanobis",
-    "IntrospectiveMaxLogit", "IntrospectiveODIN", "IntrospectivePass", "LinearGradNorm", "Normalize", "OODSet",
-    "Penultimate", "aupr", "auroc", "build_detectors", "claims", "corrupted_images", "detection_error",
-    "fpr_at_tpr", "gradnorm_score", "introspective_pass", "load_ood_images", "noise_images", "ood_benchmark",
-    "ood_metrics", "ood_plots", "ood_table", "open_set_images", "pgd_attack", "rank_one_cosine", "represent",
+    "BUILTIN_SETS", "CONDITIONS", "DETECTORS", "METRICS", "QUICK", "ClassicEnergy", "ClassicGradNorm", "ClassicKNN",
+    "ClassicMSP", "ClassicMahalanobis", "ClassicMaxLogit", "ClassicODIN", "ClassicReAct", "ClassicViM",
+    "IntrospectiveEnergy", "IntrospectiveGradNorm", "IntrospectiveHidden", "IntrospectiveHiddenKNN",
+    "IntrospectiveKNN", "IntrospectiveLogits", "IntrospectiveMSP", "IntrospectiveMahalanobis",
+    "IntrospectiveMaxLogit", "IntrospectiveODIN", "IntrospectivePass", "IntrospectiveViM", "LinearGradNorm",
+    "Normalize", "OODSet", "PassDetector", "Penultimate", "aupr", "auroc", "build_detectors", "claims",
+    "corrupted_images", "create_detector", "detection_error", "fpr_at_tpr", "get_detector_class", "gradnorm_score",
+    "introspective_pass", "list_detectors", "load_ood_images", "noise_images", "ood_benchmark", "ood_metrics",
+    "ood_plots", "ood_table", "open_set_images", "pgd_attack", "rank_one_cosine", "register_detector", "represent",
     "roc_curve", "run_ood", "uniform_cross_entropy", "write_results",
 ]

@@ -1,7 +1,9 @@
 """Every detector on f and on H, over in-distribution and OOD images, vanilla and under attack.
 
-:func:`build_detectors` fits the detectors on one pass over training images; :func:`ood_benchmark` scores
-ID and OOD images under three conditions and computes the metrics in both conventions:
+The detectors are the package's registered ones (:mod:`.registry`, :mod:`.baselines`, :mod:`.detectors`), run by
+name (:data:`DETECTORS`). :func:`build_detectors` fits them on one pass over training images; :func:`ood_benchmark`
+scores ID and OOD images under three conditions, one introspective pass per batch read by every detector
+(:meth:`~.registry.PassDetector.predict_pass`), and computes the metrics in both conventions:
 
     vanilla     the images as they are
     attack-f    PGD against f (the paper's setting): ID toward uniform, OOD toward confident predictions
@@ -13,54 +15,46 @@ transfer setting and under ``attack-H`` the white-box one.
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ReAct, ViM
+from pytorch_ood.detector import ODIN
 from timm.data import resolve_model_data_config
-from tqdm.auto import tqdm
 
-from ...errors import InvalidArgumentError
+from ...errors import IntrospectionError, InvalidArgumentError
+from ...log import tqdm
 from ...model.head import IntrospectiveHead
 from .attack import Normalize, pgd_attack
 from .data import OODSet
-from .detectors import IntrospectiveKNN, IntrospectiveODIN, gradnorm_score
 from .metrics import ood_metrics
-from .path import IntrospectiveLogits, IntrospectivePass, Penultimate, introspective_pass
+from .path import IntrospectiveLogits, IntrospectivePass, introspective_pass
+from .registry import PassDetector, create_detector, get_detector_class
 
-__all__ = ["CONDITIONS", "Detector", "build_detectors", "ood_benchmark", "represent"]
+__all__ = ["CONDITIONS", "DETECTORS", "build_detectors", "ood_benchmark", "represent"]
 
 CONDITIONS = ("vanilla", "attack-f", "attack-H")
 
-
-@dataclass
-class Detector:
-    """A detector in the benchmark: its name, the model it reads (``"f"`` or ``"H"``), whether it is a classic
-    post-hoc detector on f (``"classic"``) or one on introspection (``"introspective"``), and its scorer
-    ``(pass, normalized images) -> (B,) scores``."""
-
-    name: str
-    on: str
-    family: str
-    score: Callable[[IntrospectivePass, torch.Tensor], torch.Tensor]
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.on})"
+#: the benchmark's detectors (names of :func:`~.registry.list_detectors`), in the order of its tables
+DETECTORS = ("msp_f", "maxlogit_f", "energy_f", "msp_h", "maxlogit_h", "energy_h", "odin_f", "odin_h",
+             "gradnorm_f", "react_f", "mahalanobis_f", "knn_f", "vim_f",
+             "gradnorm_h", "mahalanobis_h", "mahalanobis_1st_h", "knn_h", "vim_h", "knn_rx")
 
 
 @dataclass
 class Representations:
-    """Concatenated outputs of :func:`introspective_pass` over a set of images (no graph)."""
+    """Concatenated outputs of :func:`introspective_pass` over a set of images (no graph): what
+    :meth:`~.registry.PassDetector.fit_pass` reads."""
 
     base_logits: torch.Tensor
     logits: torch.Tensor
     penultimate: torch.Tensor | None
     hidden: list[torch.Tensor]
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    head_output_is_linear: bool = False
 
 
 def _batches(pixels: torch.Tensor, batch_size: int):
@@ -82,7 +76,8 @@ def represent(head: IntrospectiveHead, pixels: torch.Tensor, batch_size: int = 2
     hidden = [cat(lambda p, i=i: p.hidden[i]) for i in range(len(parts[0].hidden))]
     factors = {name: (cat(lambda p, n=name: p.factors[n][0]), cat(lambda p, n=name: p.factors[n][1]))
                for name in parts[0].factors}
-    return Representations(cat(lambda p: p.base_logits), cat(lambda p: p.logits), penult, hidden, factors)
+    return Representations(cat(lambda p: p.base_logits), cat(lambda p: p.logits), penult, hidden, factors,
+                           parts[0].head_output_is_linear)
 
 
 def _normalize(head: IntrospectiveHead) -> Normalize:
@@ -91,65 +86,37 @@ def _normalize(head: IntrospectiveHead) -> Normalize:
 
 
 def build_detectors(head: IntrospectiveHead, train: Representations, labels: torch.Tensor, k: int = 50,
-                    odin: bool = True) -> tuple[list[Detector], dict[str, str]]:
-    """Fit every detector on the training representations; returns them and, per detector left out, why."""
-    std = list(resolve_model_data_config(head.model)["std"])
-    f = head.model
-    dets = [
-        Detector("MSP", "f", "classic", lambda p, x: MaxSoftmax(None).predict_logits(p.base_logits)),
-        Detector("MaxLogit", "f", "classic", lambda p, x: MaxLogit(None).predict_logits(p.base_logits)),
-        Detector("Energy", "f", "classic", lambda p, x: EnergyBased(None).predict_logits(p.base_logits)),
-        Detector("MSP", "H", "introspective", lambda p, x: MaxSoftmax(None).predict_logits(p.logits)),
-        Detector("MaxLogit", "H", "introspective", lambda p, x: MaxLogit(None).predict_logits(p.logits)),
-        Detector("Energy", "H", "introspective", lambda p, x: EnergyBased(None).predict_logits(p.logits)),
-    ]
-    skipped: dict[str, str] = {}
-    if odin:
-        odin_f, odin_h = ODIN(f, norm_std=std), IntrospectiveODIN(head, norm_std=std)
-        dets += [Detector("ODIN", "f", "classic", lambda p, x: odin_f.predict(x)),
-                 Detector("ODIN", "H", "introspective", lambda p, x: odin_h.predict(x))]
+                    odin: bool = True, detectors: Sequence[str] = DETECTORS,
+                    ) -> tuple[list[PassDetector], dict[str, str]]:
+    """Create the registered ``detectors`` by name and fit them on the training representations.
+
+    Args:
+        head: the introspective model they read.
+        train, labels: :func:`represent` of the training images, and their labels.
+        k: the neighbour of the KNN detectors (every detector whose constructor takes ``k``), capped at the number
+            of training images.
+        odin: include the ODIN detectors (an extra forward and backward pass per batch each).
+        detectors: names from :func:`~.registry.list_detectors`.
+
+    Returns:
+        The fitted detectors, and, per detector left out (it cannot read this model), why.
+    """
     k = min(k, len(labels))
-    classifier = f.get_classifier()
-    if train.penultimate is not None and isinstance(classifier, torch.nn.Linear):
-        z = train.penultimate
-        maha = Mahalanobis(None).fit_features(z, labels)
-        knn = KNN(None, k=k).fit_features(z, labels)
-        vim = ViM(None, d=z.shape[1] // 2, w=classifier.weight, b=classifier.bias).fit_features(z, labels)
-        react = ReAct(Penultimate(f), classifier).fit_feature_maps(z, labels)
-        dets += [
-            Detector("GradNorm", "f", "classic", lambda p, x: gradnorm_score(p.base_logits, p.penultimate)),
-            Detector("ReAct", "f", "classic", lambda p, x: react.predict_feature_maps(p.penultimate)),
-            Detector("Mahalanobis", "f", "classic", lambda p, x: maha.predict_features(p.penultimate)),
-            Detector("KNN", "f", "classic", lambda p, x: knn.predict_features(p.penultimate)),
-            Detector("ViM", "f", "classic", lambda p, x: vim.predict_features(p.penultimate)),
-        ]
-    else:
-        skipped["feature baselines on f"] = "f has no single pooled linear classifier"
-    if train.hidden:
-        last = [m for m in head.introspective_net.modules() if isinstance(m, torch.nn.Linear)][-1]
-        a = train.hidden[-1]
-        maha_h = Mahalanobis(None).fit_features(a, labels)
-        maha_h0 = Mahalanobis(None).fit_features(train.hidden[0], labels)
-        knn_h = KNN(None, k=k).fit_features(a, labels)
-        vim_h = ViM(None, d=a.shape[1] // 2, w=last.weight, b=last.bias).fit_features(a, labels)
-        dets += [
-            Detector("GradNorm", "H", "introspective", lambda p, x: gradnorm_score(p.logits, p.hidden[-1])),
-            Detector("Mahalanobis", "H", "introspective", lambda p, x: maha_h.predict_features(p.hidden[-1])),
-            Detector("Mahalanobis-1st", "H", "introspective", lambda p, x: maha_h0.predict_features(p.hidden[0])),
-            Detector("KNN", "H", "introspective", lambda p, x: knn_h.predict_features(p.hidden[-1])),
-            Detector("ViM", "H", "introspective", lambda p, x: vim_h.predict_features(p.hidden[-1])),
-        ]
-    else:
-        skipped["feature detectors on H"] = "H has no hidden layer read through nn.Linear"
-    try:
-        knn_r = IntrospectiveKNN(None, k=k).fit_structured(train.factors)
-        dets.append(Detector("KNN r_x", "H", "introspective", lambda p, x: knn_r.predict_structured(p.factors)))
-    except (InvalidArgumentError, ValueError) as err:
-        skipped["KNN r_x"] = str(err)
+    dets: list[PassDetector] = []
+    skipped: dict[str, str] = {}
+    for name in detectors:
+        cls = get_detector_class(name)
+        if not odin and issubclass(cls, ODIN):
+            continue
+        kwargs = {"k": k} if "k" in inspect.signature(cls).parameters else {}
+        try:
+            dets.append(create_detector(name, head, **kwargs).fit_pass(train, labels))
+        except (IntrospectionError, ValueError) as err:
+            skipped[name] = str(err)
     return dets, skipped
 
 
-def _score(head: IntrospectiveHead, dets: Sequence[Detector], pixels: torch.Tensor,
+def _score(head: IntrospectiveHead, dets: Sequence[PassDetector], pixels: torch.Tensor,
            batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Scores of every detector, and f's and H's predicted classes, for float pixels ``(n, C, H, W)``."""
     normalize = _normalize(head)
@@ -162,7 +129,7 @@ def _score(head: IntrospectiveHead, dets: Sequence[Detector], pixels: torch.Tens
         preds["f"].append(p.base_logits.argmax(1).cpu())
         preds["H"].append(p.logits.argmax(1).cpu())
         for d in dets:
-            scores[d.label].append(d.score(p, x).detach().double().cpu())
+            scores[d.label].append(d.predict_pass(p, x).detach().double().cpu())
     return ({k: torch.cat(v).numpy() for k, v in scores.items()}, {k: torch.cat(v).numpy() for k, v in preds.items()})
 
 
@@ -196,6 +163,7 @@ def ood_benchmark(
     steps: int = 10,
     seed: int = 0,
     progress: bool = True,
+    detectors: Sequence[str] = DETECTORS,
 ) -> dict:
     """Fit the detectors on ``train``, score ``test`` (ID) and every OOD set under each condition.
 
@@ -206,6 +174,7 @@ def ood_benchmark(
         conditions: a subset of :data:`CONDITIONS`.
         k: KNN's neighbour (capped at the number of training images).
         eps, steps: PGD's radius (also its step size) and step count.
+        detectors: the registered detectors to run (:func:`~.registry.list_detectors`), in the tables' order.
 
     Returns:
         ``{"conditions": {condition: {"accuracy": {"f", "H"}, "sets": {set: {detector: {"on", "family",
@@ -219,7 +188,7 @@ def ood_benchmark(
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     train_rep = represent(head, _pixels(train[0]), batch_size)
-    dets, skipped = build_detectors(head, train_rep, torch.as_tensor(train[1]), k=k)
+    dets, skipped = build_detectors(head, train_rep, torch.as_tensor(train[1]), k=k, detectors=detectors)
     seconds["fit"] = time.perf_counter() - start
     id_labels = np.asarray(test[1])
     results: dict = {"conditions": {}, "scores": {}, "skipped": skipped, "seconds": seconds,

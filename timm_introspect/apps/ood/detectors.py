@@ -1,31 +1,42 @@
 """OOD detectors on H and on the introspective features, with pytorch-ood's API (larger score = more OOD).
 
+Each is registered (:func:`register_detector`; the detectors on f are in :mod:`.baselines`) and can be built by
+name with :func:`create_detector`; :func:`list_detectors` names them all.
+
 Output-based scores on H are pytorch-ood's own detectors with H as the model
 (:class:`~timm_introspect.apps.ood.path.IntrospectiveLogits`): MSP, MaxLogit, Energy, and ODIN, whose input
 perturbation then goes through the whole introspective path (f, r_x, scaling, H). Two more:
 
-* :class:`LinearGradNorm`: GradNorm (Huang et al. 2021) in closed form. For a last layer ``z = W a + b`` the
-  gradient of ``KL(u || softmax(z / T))`` w.r.t. ``W`` is ``(softmax(z / T) - u) a^T / T``, rank one, so its
-  L1 norm is ``||softmax(z / T) - u||_1 ||a||_1 / T``: no backward pass. On f (``a = h``) it is, up to the
-  factor ``N c``, the L1 norm of r_x for the CE loss with target ``c 1_N``. :class:`IntrospectiveGradNorm`
-  applies it to H's output layer.
+* :class:`IntrospectiveGradNorm`: GradNorm (Huang et al. 2021) of H's output layer, in closed form
+  (:class:`~timm_introspect.apps.ood.baselines.LinearGradNorm`).
 * :class:`IntrospectiveKNN`: KNN (Sun et al. 2022) on r_x. The cosine similarity of two rank-one features
   is a product, ``cos(delta h^T, delta' h'^T) = cos(delta, delta') cos(h, h')``, so the fitted bank holds
   ``N + d`` numbers per image instead of ``N d`` and r_x is never materialized; the score equals
   pytorch-ood's KNN on the flattened r_x.
 
 Feature detectors on H's hidden layers are pytorch-ood's Mahalanobis / KNN / ViM with
-:class:`~timm_introspect.apps.ood.path.IntrospectiveHidden` as the encoder (:class:`IntrospectiveMahalanobis`).
+:class:`~timm_introspect.apps.ood.path.IntrospectiveHidden` as the encoder (:class:`IntrospectiveMahalanobis`,
+:class:`IntrospectiveHiddenKNN`, :class:`IntrospectiveViM`).
+
+================================  ===========================================================================
+``msp_h``, ``maxlogit_h``,        MSP, MaxLogit, Energy, ODIN on H's logits
+``energy_h``, ``odin_h``
+``gradnorm_h``                    GradNorm of H's output layer
+``mahalanobis_h``                 Mahalanobis on the input of H's output layer
+``mahalanobis_1st_h``             Mahalanobis on H's first hidden layer (a learned projection of scaled r_x)
+``knn_h``, ``vim_h``              KNN and ViM on the input of H's output layer
+``knn_rx``                        KNN on r_x, from its factors
+================================  ===========================================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from pytorch_ood.api import RequiresFittingException, StructuredDetector
-from pytorch_ood.detector import ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax
+from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ViM
 from timm.data import resolve_model_data_config
 from torch import nn
 
@@ -33,11 +44,14 @@ from ...core.features import Factors
 from ...data.images import batch_images
 from ...errors import InvalidArgumentError, UnsupportedClassifierError
 from ...model.head import IntrospectiveHead
+from .baselines import LinearGradNorm, gradnorm_score
 from .path import IntrospectiveHidden, IntrospectiveLogits, introspective_pass
+from .registry import PassDetector, create_detector, list_detectors, register_detector
 
-__all__ = ["IntrospectiveEnergy", "IntrospectiveGradNorm", "IntrospectiveKNN", "IntrospectiveMSP",
-           "IntrospectiveMahalanobis", "IntrospectiveMaxLogit", "IntrospectiveODIN", "LinearGradNorm",
-           "gradnorm_score", "rank_one_cosine"]
+__all__ = ["IntrospectiveEnergy", "IntrospectiveGradNorm", "IntrospectiveHiddenKNN", "IntrospectiveKNN",
+           "IntrospectiveMSP", "IntrospectiveMahalanobis", "IntrospectiveMaxLogit", "IntrospectiveODIN",
+           "IntrospectiveViM", "LinearGradNorm", "PassDetector", "create_detector", "gradnorm_score",
+           "list_detectors", "rank_one_cosine", "register_detector"]
 
 
 def _labels(batch: Any) -> torch.Tensor | None:
@@ -48,28 +62,58 @@ def _labels(batch: Any) -> torch.Tensor | None:
     return None
 
 
-class IntrospectiveMSP(MaxSoftmax):
+class _OnH(PassDetector):
+    on, family = "H", "introspective"
+
+
+def _hidden(p: Any, layer: int, detector: str) -> torch.Tensor:
+    if not p.hidden:
+        raise UnsupportedClassifierError(f"{detector} reads H's hidden layers: this H has none read through "
+                                         "nn.Linear")
+    return p.hidden[layer]
+
+
+@register_detector("msp_h")
+class IntrospectiveMSP(MaxSoftmax, _OnH):
     """Maximum softmax probability of H (negated): pytorch-ood's :class:`MaxSoftmax` with H as the model."""
+
+    name = "MSP"
 
     def __init__(self, head: IntrospectiveHead, t: float = 1.0) -> None:
         super().__init__(IntrospectiveLogits(head), t)
 
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_logits(p.logits)
 
-class IntrospectiveMaxLogit(MaxLogit):
+
+@register_detector("maxlogit_h")
+class IntrospectiveMaxLogit(MaxLogit, _OnH):
     """H's largest logit (negated): pytorch-ood's :class:`MaxLogit` with H as the model."""
+
+    name = "MaxLogit"
 
     def __init__(self, head: IntrospectiveHead) -> None:
         super().__init__(IntrospectiveLogits(head))
 
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_logits(p.logits)
 
-class IntrospectiveEnergy(EnergyBased):
+
+@register_detector("energy_h")
+class IntrospectiveEnergy(EnergyBased, _OnH):
     """The energy ``-T logsumexp(H(x) / T)``: pytorch-ood's :class:`EnergyBased` with H as the model."""
+
+    name = "Energy"
 
     def __init__(self, head: IntrospectiveHead, t: float = 1.0) -> None:
         super().__init__(IntrospectiveLogits(head), t)
 
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_logits(p.logits)
 
-class IntrospectiveODIN(ODIN):
+
+@register_detector("odin_h")
+class IntrospectiveODIN(ODIN, _OnH):
     """ODIN on H: ``x~ = x - eps sign(grad_x CE(H(x) / T, argmax))``, the gradient taken through H, the
     scaling, r_x and f; score ``-max softmax(H(x~) / T)``.
 
@@ -77,92 +121,108 @@ class IntrospectiveODIN(ODIN):
     normalization std); T = 1000 and eps = 0.0014 are ODIN's CIFAR values.
     """
 
+    name = "ODIN"
+
     def __init__(self, head: IntrospectiveHead, eps: float = 0.0014, temperature: float = 1000.0,
                  norm_std: list[float] | None = None) -> None:
         if norm_std is None:
             norm_std = list(resolve_model_data_config(head.model)["std"])
         super().__init__(IntrospectiveLogits(head), eps=eps, temperature=temperature, norm_std=norm_std)
 
-
-def gradnorm_score(logits: torch.Tensor, features: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """GradNorm outlier score ``-||softmax(z / T) - 1/N||_1 ||a||_1 / T`` of a last layer ``z = W a + b``.
-
-    The gradient of ``KL(u || softmax(z / T))`` w.r.t. ``W`` per sample, in L1 norm, negated (larger =
-    more OOD). ``features`` ``(B, d)`` are the inputs ``a`` of that layer.
-    """
-    if logits.dim() != 2 or features.dim() != 2 or logits.shape[0] != features.shape[0]:
-        raise InvalidArgumentError(f"expected logits (B, N) and features (B, d); got {tuple(logits.shape)} and "
-                                   f"{tuple(features.shape)}")
-    p = torch.softmax(logits.double() / temperature, dim=1)
-    delta = (p - 1.0 / logits.shape[1]).abs().sum(1)
-    return -(delta * features.double().abs().sum(1) / temperature)
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict(x)  # its own pass, on the perturbed images
 
 
-class LinearGradNorm(StructuredDetector):
-    """GradNorm for a model whose last layer is linear, in closed form (see :func:`gradnorm_score`).
-
-    Args:
-        encoder: ``x -> (logits, last-layer inputs)``, e.g. :meth:`for_model` for a timm classifier f.
-            ``None`` to use :meth:`predict_structured` only.
-        temperature: T of the softmax (1 in the GradNorm paper).
-    """
-
-    def __init__(self, encoder: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
-                 temperature: float = 1.0) -> None:
-        self.encoder = encoder
-        self.temperature = float(temperature)
-
-    @classmethod
-    def for_model(cls, model: nn.Module, temperature: float = 1.0) -> LinearGradNorm:
-        """GradNorm of a timm classifier f whose ``get_classifier()`` is an ``nn.Linear``."""
-        classifier = model.get_classifier()
-        if not isinstance(classifier, nn.Linear):
-            raise UnsupportedClassifierError(
-                f"closed-form GradNorm needs a linear classifier; {type(model).__name__}'s is "
-                f"{type(classifier).__name__}: use pytorch_ood.detector.GradNorm")
-
-        def encoder(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            h = model.forward_head(model.forward_features(x), pre_logits=True)
-            return classifier(h), h
-
-        return cls(encoder, temperature)
-
-    @torch.no_grad()
-    def predict_structured(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """Scores ``(B,)`` from logits ``(B, N)`` and the last layer's inputs ``(B, d)``."""
-        return gradnorm_score(logits, features, self.temperature)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        if self.encoder is None:
-            raise InvalidArgumentError("this LinearGradNorm has no encoder: call predict_structured(logits, features)")
-        return self.predict_structured(*self.encoder(x))
-
-
-class IntrospectiveGradNorm(LinearGradNorm):
+@register_detector("gradnorm_h")
+class IntrospectiveGradNorm(LinearGradNorm, _OnH):
     """GradNorm of H's output layer, in closed form: ``-||softmax(H(x)) - u||_1 ||a_H||_1`` with ``a_H`` the
     input of H's last linear layer."""
+
+    name = "GradNorm"
 
     def __init__(self, head: IntrospectiveHead, temperature: float = 1.0) -> None:
         def encoder(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             out = introspective_pass(head, x)
-            if not out.head_output_is_linear or not out.hidden:
-                raise UnsupportedClassifierError("closed-form GradNorm on H needs an H whose output layer is an "
-                                                 "nn.Linear after a hidden layer")
-            return out.logits, out.hidden[-1]
+            return out.logits, self._output_layer_input(out)
 
         super().__init__(encoder, temperature)
 
+    @staticmethod
+    def _output_layer_input(p: Any) -> torch.Tensor:
+        if not getattr(p, "head_output_is_linear", True) or not p.hidden:
+            raise UnsupportedClassifierError("closed-form GradNorm on H needs an H whose output layer is an "
+                                             "nn.Linear after a hidden layer")
+        return p.hidden[-1]
 
-class IntrospectiveMahalanobis(Mahalanobis):
+    def fit_pass(self, train: Any, labels: torch.Tensor) -> IntrospectiveGradNorm:
+        self._output_layer_input(train)
+        return self
+
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_structured(p.logits, self._output_layer_input(p))
+
+
+@register_detector("mahalanobis_h")
+class IntrospectiveMahalanobis(Mahalanobis, _OnH):
     """pytorch-ood's Mahalanobis (class means, shared covariance) on H's hidden layer ``layer``.
 
-    ``layer=0`` reads scaled r_x through H's learned first projection; ``-1`` (default) is the input of
-    H's output layer, the analogue of f's penultimate features.
+    ``layer=0`` reads scaled r_x through H's learned first projection (registered as ``mahalanobis_1st_h``);
+    ``-1`` (default) is the input of H's output layer, the analogue of f's penultimate features.
     """
 
     def __init__(self, head: IntrospectiveHead, layer: int = -1) -> None:
         super().__init__(IntrospectiveHidden(head, layer))
+        self.layer = layer
+        self.name = {-1: "Mahalanobis", 0: "Mahalanobis-1st"}.get(layer, f"Mahalanobis-layer{layer}")
+
+    def fit_pass(self, train: Any, labels: torch.Tensor) -> IntrospectiveMahalanobis:
+        return self.fit_features(_hidden(train, self.layer, "Mahalanobis"), labels)
+
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_features(_hidden(p, self.layer, "Mahalanobis"))
+
+
+register_detector("mahalanobis_1st_h", layer=0)(IntrospectiveMahalanobis)
+
+
+@register_detector("knn_h")
+class IntrospectiveHiddenKNN(KNN, _OnH):
+    """pytorch-ood's :class:`KNN` on the normalized input of H's output layer (for KNN on r_x itself, see
+    :class:`IntrospectiveKNN`)."""
+
+    name = "KNN"
+
+    def __init__(self, head: IntrospectiveHead, k: int = 50) -> None:
+        super().__init__(IntrospectiveHidden(head, -1), k=k)
+
+    def fit_pass(self, train: Any, labels: torch.Tensor) -> IntrospectiveHiddenKNN:
+        return self.fit_features(_hidden(train, -1, "KNN"), labels)
+
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_features(_hidden(p, -1, "KNN"))
+
+
+@register_detector("vim_h")
+class IntrospectiveViM(ViM, _OnH):
+    """pytorch-ood's :class:`ViM` on the input of H's output layer and that layer's weights; ``d``, the
+    dimension of the principal subspace, is half the layer's inputs by default."""
+
+    name = "ViM"
+
+    def __init__(self, head: IntrospectiveHead, d: int | None = None) -> None:
+        linears = [m for m in head.introspective_net.modules() if isinstance(m, nn.Linear)]
+        if len(linears) < 2:
+            raise UnsupportedClassifierError("ViM on H needs an H whose output layer is an nn.Linear after a hidden "
+                                             "layer")
+        last = linears[-1]
+        super().__init__(IntrospectiveHidden(head, -1), d=last.in_features // 2 if d is None else d,
+                         w=last.weight, b=last.bias)
+
+    def fit_pass(self, train: Any, labels: torch.Tensor) -> IntrospectiveViM:
+        return self.fit_features(_hidden(train, -1, "ViM"), labels)
+
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_features(_hidden(p, -1, "ViM"))
 
 
 def _unit_factors(factors: Factors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +244,8 @@ def rank_one_cosine(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor,
     return (a[0] @ b[0].T) * (a[1] @ b[1].T)
 
 
-class IntrospectiveKNN(StructuredDetector):
+@register_detector("knn_rx")
+class IntrospectiveKNN(StructuredDetector, _OnH):
     """KNN on r_x (unit-normalized, as Sun et al.), computed from its factors: score = the Euclidean distance
     of the normalized r_x to its k-th nearest normalized training r_x, ``sqrt(2 - 2 cos)``.
 
@@ -195,6 +256,7 @@ class IntrospectiveKNN(StructuredDetector):
         chunk: test images compared with the whole bank at once.
     """
 
+    name = "KNN r_x"
     requires_fit = True
 
     def __init__(self, head: IntrospectiveHead | None, k: int = 50, chunk: int = 256) -> None:
@@ -249,3 +311,9 @@ class IntrospectiveKNN(StructuredDetector):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict_structured(self._factors(x))
+
+    def fit_pass(self, train: Any, labels: torch.Tensor) -> IntrospectiveKNN:
+        return self.fit_structured(train.factors, labels)
+
+    def predict_pass(self, p: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_structured(p.factors)
