@@ -168,6 +168,8 @@ def load_images(
     try:  # a Hub id or a local folder: datasets tells them apart
         ds = datasets.load_dataset(source, split=split)
     except ValueError as err:
+        if "corresponds to no data" in str(err):  # datasets' word for a split of zero rows
+            raise DataError(f"{source} [{split}] has no rows: pass a dataset (or split) with images") from err
         if "split" in str(err).lower():
             raise DataError(f"{source} has no split {split!r} ({err})") from err
         raise
