@@ -28,13 +28,14 @@ from .apps.active import (
     create_strategy,
     list_strategies,
     load_active_data,
+    register_strategy,
     run_active_learning,
 )
 from .apps.explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
 from .core.classifier import ClassifierLayer, find_classifiers
 from .core.features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .core.introspect import Introspection, introspect, introspect_outputs
-from .core.losses import LOSSES, introspection_loss, loss_delta, parse_loss
+from .core.losses import LOSSES, introspection_loss, list_losses, loss_delta, parse_loss, register_loss
 from .core.metrics import accuracy, brier_score, calibration_errors, classification_metrics, fit_temperature, nll
 from .core.reference import autograd_features
 from .core.scaling import (
@@ -137,6 +138,7 @@ __all__ = [
     "introspect_outputs",
     "introspection_loss",
     "linear_weight_grad",
+    "list_losses",
     "list_nets",
     "list_scalings",
     "list_strategies",
@@ -145,8 +147,10 @@ __all__ = [
     "nll",
     "parse_loss",
     "predict",
+    "register_loss",
     "register_net",
     "register_scaling",
+    "register_strategy",
     "resolve_backbone",
     "run_active_learning",
     "scale_features",
