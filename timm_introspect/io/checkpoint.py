@@ -7,11 +7,22 @@ what to do (:class:`~timm_introspect.CheckpointError`).
   ``pretrained_cfg`` keys), since its contents go to ``timm.create_model``.
 * :func:`load_strict`: names, shapes, dtypes, finiteness (and the sign of the [-1, 1] scales) checked before
   anything is copied.
+
+And writing them: :func:`staged_folder` writes a model's files beside its folder and moves them in, each with
+``os.replace``, only once all are written (a failed save changes nothing; other files of the folder are kept);
+every file gets the mode a new file gets (``0o666`` less the umask, like ``open()``), whatever the writer used
+(``safetensors`` creates its files ``0600``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +33,31 @@ import torch
 from timm.models import PretrainedCfg
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, IntrospectionError
 
-__all__ = ["ALLOWED_MODEL_ARGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "check_finite", "load_strict", "load_tensors",
-           "read_json", "read_timm_config"]
+__all__ = ["ALLOWED_MODEL_ARGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "check_finite", "check_readable", "default_file_mode",
+           "load_strict", "load_tensors", "read_json", "read_timm_config", "staged_folder"]
 
 TIMM_CONFIG = "config.json"
 TIMM_WEIGHTS = "model.safetensors"
 
+log = logging.getLogger(__name__)
+
+
+def check_readable(path: str | Path, name: str) -> None:
+    """Raise :class:`CheckpointError` saying "permission denied" (not "corrupt") for a file this user cannot read."""
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as err:
+        raise CheckpointError(
+            f"{name} cannot be read: permission denied ({path}); the file is fine but not readable by this user: "
+            "ask its owner to make it readable (chmod a+r), or copy the model with the owner's rights") from err
+
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file; a truncated or corrupted file raises :class:`CheckpointError`."""
+    check_readable(path, Path(path).name)
     try:
         return safetensors.torch.load_file(str(path), device="cpu")
     except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -60,6 +85,7 @@ def read_json(path: str | Path, name: str) -> dict[str, Any]:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise CheckpointError(f"{name} is {path.stat().st_size} bytes, far more than a config; "
                                   "save the model again")
+        check_readable(path, name)
         data = json.loads(path.read_bytes().decode("utf-8"))
     except CheckpointError:
         raise
@@ -147,3 +173,64 @@ def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
         raise CheckpointError(f"{what} has non-finite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: training "
                               "diverged or the weights are damaged; nothing was written. Train again with a lower "
                               "learning rate")
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else by setting it back at once."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the umask (readable like the JSON files)."""
+    return 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | Path, what: str = "the model") -> Iterator[Path]:
+    """``with staged_folder(out) as tmp:`` write a model's files into ``tmp``; they replace those of ``out`` only
+    when the block succeeds.
+
+    ``tmp`` is a fresh folder beside ``out`` (same file system). On success every file written there gets the
+    default file mode and is moved into ``out`` with ``os.replace`` (atomic per file), after all of them were
+    written: ``out`` never holds a half-written file, and files of ``out`` that are not the model's (a training
+    run's ``checkpoints/``, a feature cache, a lock) are kept. On failure ``out`` is left as it was and the error
+    is raised (a :class:`CheckpointError` for anything but the package's own errors).
+    """
+    target = Path(target)
+    if target.is_symlink() or target.exists() and not target.is_dir():
+        raise CheckpointError(f"cannot save {what} to {target}: it exists and is not a folder; pass a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".saving", dir=target.parent))
+    except OSError as err:
+        raise CheckpointError(f"cannot save {what} beside {target} ({type(err).__name__}: {err}); "
+                              "nothing was changed") from err
+    try:
+        try:
+            yield tmp
+        except IntrospectionError:
+            raise
+        except Exception as err:
+            raise CheckpointError(f"saving {what} to {target} failed ({type(err).__name__}: {err}); nothing was "
+                                  "changed there") from err
+        mode = default_file_mode()
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        try:
+            for path in files:
+                os.chmod(path, mode)
+            target.mkdir(exist_ok=True)
+            for path in files:
+                dest = target / path.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
+        except OSError as err:
+            raise CheckpointError(f"moving the saved files of {what} into {target} failed ({type(err).__name__}: "
+                                  f"{err})") from err
+        log.debug("saved %s to %s (%d files)", what, target, len(files))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

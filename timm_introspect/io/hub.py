@@ -39,10 +39,12 @@ from .checkpoint import (
     load_tensors,
     read_json,
     read_timm_config,
+    staged_folder,
 )
 
 __all__ = ["FORMAT_VERSION", "IntrospectionConfig", "build_backbone", "download_files", "load_head", "load_strict",
-           "introspection_config", "load_tensors", "read_timm_config", "save_backbone", "save_head"]
+           "introspection_config", "load_tensors", "read_timm_config", "save_backbone", "save_head",
+           "check_savable"]
 
 #: Version of the introspection files' layout; loading refuses any other.
 FORMAT_VERSION = 1
@@ -91,10 +93,41 @@ class IntrospectionConfig:
         missing = {"loss", "target", "num_classes", "num_features", "classifiers"} - set(data)
         if missing:
             raise CheckpointError(f"{INTROSPECTION_CONFIG} lacks {sorted(missing)}; save the model again")
+        _check_fields(data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_file(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    """The types of ``introspection_config.json``'s fields: a wrong one is refused, not used (a string of
+    label names would index letter by letter, a list of metrics would break the card)."""
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{INTROSPECTION_CONFIG} has {key} {data[key]!r} ({type(data[key]).__name__}): it must "
+                               f"be {expected}; save the model again")
+
+    for key in ("num_classes", "num_features"):
+        if type(data[key]) is not int or data[key] < 1:
+            raise bad(key, "a positive integer")
+    if not isinstance(data["loss"], str):
+        raise bad("loss", "a loss name")
+    if not isinstance(data["classifiers"], list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("shape"), list)
+            for c in data["classifiers"]):
+        raise bad("classifiers", "a list of objects with a name and a shape")
+    names = data.get("label_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+                              or len(names) != data["num_classes"]):
+        raise bad("label_names", f"null or a list of {data['num_classes']} strings")
+    for key in ("metrics", "introspective_net"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(key, "an object")
+    if isinstance(data.get("metrics"), dict) and not all(isinstance(v, dict) for v in data["metrics"].values()):
+        raise CheckpointError(f"{INTROSPECTION_CONFIG} has metrics that are not objects ({{split: {{model: {{metric: "
+                              "value}}}}}); save the model again")
+    if data.get("calibration") is not None and not isinstance(data["calibration"], dict):
+        raise bad("calibration", "null or an object")
 
 
 def download_files(
@@ -146,15 +179,29 @@ def _missing_message(where: str, name: str) -> str:
     return f"{where} has no {name}: the backbone is missing; save the model again with save_pretrained()"
 
 
+def _savable_backbone(model: nn.Module) -> nn.Module:
+    """f as timm saves it: a ``torch.compile``d model's original module (its state dict without ``_orig_mod.``)."""
+    original = getattr(model, "_orig_mod", None)
+    return original if isinstance(original, nn.Module) else model
+
+
+def _write_backbone(model: nn.Module, folder: Path, label_names: list[str] | None) -> None:
+    model_config = {"label_names": list(label_names)} if label_names else None
+    timm.models.save_for_hf(model, str(folder), model_config=model_config, safe_serialization=True)
+
+
 def save_backbone(model: nn.Module, out_dir: str | Path, label_names: list[str] | None = None) -> None:
     """f in timm's Hub layout (``config.json`` + ``model.safetensors``), as ``timm.models.save_for_hf`` writes it.
 
     A CIFAR-stem model is saved under its registered architecture (``resnet18_cifar``, see
-    :mod:`timm_introspect.nets.cifar`), so the name alone rebuilds it.
+    :mod:`timm_introspect.nets.cifar`), so the name alone rebuilds it. The files are written beside ``out_dir``
+    and moved in once complete (:func:`~timm_introspect.io.checkpoint.staged_folder`): a failed save leaves
+    ``out_dir`` as it was, and its other files (a training run's checkpoints) are kept.
     """
+    model = _savable_backbone(model)
     check_finite(model.state_dict(), "f")
-    model_config = {"label_names": list(label_names)} if label_names else None
-    timm.models.save_for_hf(model, str(out_dir), model_config=model_config, safe_serialization=True)
+    with staged_folder(out_dir, "f") as tmp:
+        _write_backbone(model, tmp, label_names)
 
 
 def build_backbone(timm_cfg: dict[str, Any], weights: str | Path) -> nn.Module:
@@ -205,26 +252,34 @@ def _introspection_state(head: HeadLike) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items() if not k.startswith("model.")}
 
 
-def check_savable(head: HeadLike) -> None:
+def check_savable(head: HeadLike, **card_kwargs: Any) -> Any:
     """Check that everything can be written (finite weights, a model card that renders), before any file of
-    a folder is touched."""
-    check_finite({**_introspection_state(head), **head.model.state_dict()}, "the model")
-    head.generate_model_card()
+    a folder is touched; returns the rendered model card."""
+    check_classifiers = getattr(head, "check_classifiers", None)
+    if callable(check_classifiers):  # a classifier replaced after wrap() would save an H that does not fit f
+        check_classifiers()
+    check_finite({**_introspection_state(head), **_savable_backbone(head.model).state_dict()}, "the model")
+    return head.generate_model_card(**card_kwargs)
 
 
-def save_head(head: HeadLike, save_directory: str | Path) -> None:
-    """Write ``head`` to a folder: f in timm's layout, ``introspection_config.json``, ``introspection.safetensors``.
+def save_head(head: HeadLike, save_directory: str | Path, card_kwargs: dict[str, Any] | None = None) -> None:
+    """Write ``head`` to a folder: f in timm's layout, ``introspection_config.json``, ``introspection.safetensors``
+    and the model card ``README.md``.
 
-    The model card (``README.md``) is written by the caller (``save_pretrained`` of the mixin, which runs
-    :func:`check_savable` first).
+    Everything is checked first (:func:`check_savable`), the files are written into a folder beside
+    ``save_directory`` and moved in only once all are written
+    (:func:`~timm_introspect.io.checkpoint.staged_folder`): a failed save leaves the folder as it was (an earlier
+    model there still loads), and files that are not the model's (a training run's ``checkpoints/``, the feature
+    cache, the run's lock) are kept.
     """
-    save_directory = Path(save_directory)
+    card = check_savable(head, **(card_kwargs or {}))
     state = _introspection_state(head)
-    check_finite(state, "H and the fitted statistics")  # f is checked by save_backbone
-    (save_directory / "README.md").unlink(missing_ok=True)  # the mixin then writes a fresh card
-    save_backbone(head.model, save_directory, head.label_names)
-    introspection_config(head).to_file(save_directory / INTROSPECTION_CONFIG)
-    safetensors.torch.save_file(state, str(save_directory / INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
+    config = introspection_config(head)
+    with staged_folder(save_directory, "the model") as tmp:
+        _write_backbone(_savable_backbone(head.model), tmp, head.label_names)
+        config.to_file(tmp / INTROSPECTION_CONFIG)
+        safetensors.torch.save_file(state, str(tmp / INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
+        card.save(tmp / "README.md")
 
 
 def load_head(

@@ -34,13 +34,22 @@ class IntrospectiveHubMixin(
         """The contents of ``introspection_config.json`` for this head."""
         return hub.introspection_config(self)
 
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
+    def save_pretrained(self, save_directory: str | Path, *, config: Any = None, repo_id: str | None = None,
+                        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None,
+                        **push_to_hub_kwargs: Any) -> str | None:
         """Save to a folder (and push with ``push_to_hub=True``); see :mod:`timm_introspect.io.hub` for the layout.
 
-        Non-finite weights or a card that cannot be rendered are refused before any file is touched.
+        All or nothing: non-finite weights or a card that cannot be rendered are refused before any file is
+        touched, and the files are written beside the folder and moved in only once all are written, so a failed
+        save (a full disk, an f timm cannot save) leaves an earlier model there loadable. Other files in the
+        folder (a training run's checkpoints, the feature cache) are kept. ``config`` is accepted for
+        ``huggingface_hub``'s API and unused: the configuration is the model's own.
         """
-        hub.check_savable(self)  # the mixin deletes config.json before calling _save_pretrained
-        return super().save_pretrained(save_directory, **kwargs)
+        hub.save_head(self, save_directory, card_kwargs=model_card_kwargs)
+        if push_to_hub:
+            return self.push_to_hub(repo_id or Path(save_directory).name, model_card_kwargs=model_card_kwargs,
+                                    **push_to_hub_kwargs)
+        return None
 
     def _save_pretrained(self, save_directory: Path) -> None:
         hub.save_head(self, save_directory)

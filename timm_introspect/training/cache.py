@@ -10,10 +10,16 @@ out in advance (:class:`_StreamingFile`), and an entry is read back memory-mappe
 than RAM (ImageNet's factors: 12 KB an image for resnet50) is paged in from disk as training touches it.
 Extraction resumes: the entry is built in ``<cache_dir>/.<key>.partial/``, whose ``progress.json``
 counts the images already written, and renamed into place when complete (an entry is complete or absent).
+
+Runs sharing a cache folder (two ``fit`` runs with one ``cache_dir``) never write the same entry at once: its
+extraction holds ``<cache_dir>/.<key>.lock`` (an OS file lock, released by the kernel if the run dies); a second
+run needing that entry waits for the lock, says so in the log, and then reuses the finished entry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -22,6 +28,7 @@ import os
 import shutil
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from ..core.stats import fit_target
 from ..errors import CheckpointError, DataError
+from ..io.checkpoint import check_readable
 from ..log import tqdm
 from .sources import FeatureSource, PairsLoader, as_source
 
@@ -111,6 +119,7 @@ def open_mapped(path: str | Path) -> dict[str, torch.Tensor]:
     :class:`~timm_introspect.CheckpointError`); the data is read from disk only where it is touched.
     """
     path = Path(path)
+    check_readable(path, path.name)  # "permission denied", not "corrupted"
     try:
         with safetensors.safe_open(str(path), framework="pt") as fh:  # validates the header and the sizes
             names = list(fh.keys())
@@ -241,6 +250,30 @@ def _extract(accelerator: Accelerator, head: IntrospectiveHead, source: FeatureS
     return m_value
 
 
+@contextlib.contextmanager
+def _entry_lock(cache_dir: Path, key: str, enabled: bool = True) -> Iterator[None]:
+    """Hold ``<cache_dir>/.<key>.lock`` (``flock``) while the entry ``key`` is checked and extracted; another run
+    holding it is waited for. Under ``accelerate launch`` only the main process locks (``enabled``)."""
+    if not enabled:
+        yield
+        return
+    path = cache_dir / f".{key}.lock"
+    handle = open(path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("introspect: another run is extracting the same features (it holds %s); waiting for it to "
+                     "finish, then reusing its entry", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()
+
+
 def _read_entry(folder: Path, head: IntrospectiveHead, source: FeatureSource,
                 factored: bool) -> tuple[dict[str, torch.Tensor], dict]:
     """A cache entry (memory-mapped), checked against what it must hold; any mismatch raises."""
@@ -266,6 +299,30 @@ def _read_entry(folder: Path, head: IntrospectiveHead, source: FeatureSource,
         raise CheckpointError(
             f"features of shape {tuple(tensors['features'].shape)}, expected {(n, head.num_features)}")
     return tensors, meta
+
+
+def _reuse(accelerator: Accelerator, folder: Path, head: IntrospectiveHead, source: FeatureSource, factored: bool,
+           remove_damaged: bool) -> dict[str, torch.Tensor] | None:
+    """The entry's tensors if it is there and sound (M set on ``head``), else ``None``; a damaged entry is removed
+    when ``remove_damaged`` (under the entry's lock), to be extracted again."""
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        tensors, meta = _read_entry(folder, head, source, factored)
+    except (CheckpointError, ValueError, KeyError, TypeError, OSError) as err:
+        if not remove_damaged:
+            return None
+        # a damaged entry is rebuilt, not trusted (the rename of the new one puts a complete one in its place)
+        log.warning("introspect: the cached features in %s are damaged (%s); extracting them again", folder, err)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return None
+    if head.target == "M":
+        head.target_value.fill_(meta["target_value"])
+    log.info("introspect: reusing cached features %s", folder)
+    return tensors
 
 
 def extract_features(
@@ -298,38 +355,28 @@ def extract_features(
     cache_dir.mkdir(parents=True, exist_ok=True)
     folder = cache_dir / key
     names = [c.name for c in head.classifiers]
-    tensors = None
-    if (folder / "meta.json").is_file():
-        try:
-            tensors, meta = _read_entry(folder, head, source, factored)
-        except (CheckpointError, ValueError, KeyError, TypeError, OSError) as err:
-            # a damaged entry is rebuilt, not trusted (the rename below puts a complete one in its place)
-            log.warning("introspect: the cached features in %s are damaged (%s); extracting them again", folder, err)
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                shutil.rmtree(folder, ignore_errors=True)
-            accelerator.wait_for_everyone()
-        else:
-            if head.target == "M":
-                head.target_value.fill_(meta["target_value"])
-            log.info("introspect: reusing cached features %s", folder)
+    tensors = _reuse(accelerator, folder, head, source, factored, remove_damaged=False)  # complete or absent
     if tensors is None:
-        partial = cache_dir / f".{key}.partial"
-        if accelerator.is_main_process:
-            partial.mkdir(exist_ok=True)
-        m_value = _extract(accelerator, head, source, factored, partial)
-        if accelerator.is_main_process:  # complete: described, then renamed into place
-            (partial / "meta.json").write_text(json.dumps({
-                "key": key, "count": len(source), "factored": factored, "classifiers": names,
-                "num_features": head.num_features, "loss": head.loss, "target": head.target, "target_value": m_value,
-                **source.describe()}, indent=2))
-            (partial / "progress.json").unlink()
-            try:
-                os.replace(partial, folder)
-            except OSError:  # another run wrote the same entry meanwhile: theirs is as good
-                shutil.rmtree(partial, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        tensors, _ = _read_entry(folder, head, source, factored)
+        with _entry_lock(cache_dir, key, enabled=accelerator.is_main_process):
+            accelerator.wait_for_everyone()  # the main process holds the lock: every process sees the same folder
+            tensors = _reuse(accelerator, folder, head, source, factored, remove_damaged=True)  # another run's?
+            if tensors is None:
+                partial = cache_dir / f".{key}.partial"
+                if accelerator.is_main_process:
+                    partial.mkdir(exist_ok=True)
+                m_value = _extract(accelerator, head, source, factored, partial)
+                if accelerator.is_main_process:  # complete: described, then renamed into place
+                    (partial / "meta.json").write_text(json.dumps({
+                        "key": key, "count": len(source), "factored": factored, "classifiers": names,
+                        "num_features": head.num_features, "loss": head.loss, "target": head.target,
+                        "target_value": m_value, **source.describe()}, indent=2))
+                    (partial / "progress.json").unlink()
+                    try:
+                        os.replace(partial, folder)
+                    except OSError:  # an entry appeared meanwhile (a run not using the lock): as good as this one
+                        shutil.rmtree(partial, ignore_errors=True)
+                accelerator.wait_for_everyone()
+                tensors, _ = _read_entry(folder, head, source, factored)
     if factored:
         features: Features = {n: (tensors[f"delta.{i}"], tensors[f"h.{i}"]) for i, n in enumerate(names)}
     else:
