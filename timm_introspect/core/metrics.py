@@ -10,19 +10,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from ..errors import DataError, InvalidArgumentError
 
 __all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll"]
 
 
 def _labels(labels, logits: torch.Tensor) -> torch.Tensor:
-    """Class indices of any integer dtype (e.g. the uint8 of CIFAR-10-C's labels.npy) as int64."""
+    """Class indices of any integer dtype (e.g. the uint8 of CIFAR-10-C's labels.npy) as int64, checked against
+    the logits: a batch ``(B, N)`` with N >= 1, B >= 1 labels in ``[0, N)``."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise InvalidArgumentError(f"logits must be a float tensor (B, N), got "
+                                   f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
+        raise InvalidArgumentError(f"logits must be a non-empty batch (B, N), got shape {tuple(logits.shape)}")
     labels = torch.as_tensor(labels)
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise DataError(f"labels must be integer class indices, got {labels.dtype}")
     if labels.shape != logits.shape[:-1]:
         raise DataError(f"{tuple(labels.shape)} labels for logits of shape {tuple(logits.shape)}")
-    return labels.long()
+    labels = labels.long()
+    num_classes = logits.shape[-1]
+    outside = (labels < 0) | (labels >= num_classes)
+    if bool(outside.any()):
+        raise DataError(f"{int(outside.sum())} labels are outside [0, {num_classes}) (e.g. "
+                        f"{int(labels[outside][0])}) for logits of {num_classes} classes")
+    return labels.to(logits.device)
+
+
+def _n_bins(n_bins: int) -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise InvalidArgumentError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    return n_bins
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -33,6 +51,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> tuple[float, float]:
     """(ECE, MCE) of the softmax confidence with ``n_bins`` equal-width bins."""
+    n_bins = _n_bins(n_bins)
     labels = _labels(labels, logits)
     probs = torch.softmax(logits.double(), -1)
     confidence, predicted = probs.max(-1)
@@ -61,6 +80,7 @@ def brier_score(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> dict[str, float]:
     """accuracy, ece, mce, nll and brier in one dict."""
+    n_bins = _n_bins(n_bins)
     labels = _labels(labels, logits)
     ece, mce = calibration_errors(logits, labels, n_bins)
     return {"accuracy": accuracy(logits, labels), "ece": ece, "mce": mce, "nll": nll(logits, labels),
@@ -72,6 +92,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     Fit it on held-out clean data, never on the data it is evaluated on.
     """
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise InvalidArgumentError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     logits, labels = logits.detach().double(), _labels(labels, logits).detach()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")

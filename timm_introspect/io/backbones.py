@@ -112,11 +112,18 @@ def _from_checkpoint(architecture: str, checkpoint: Path) -> nn.Module:
         raise CheckpointError(f"checkpoint {checkpoint} does not exist")
     state = load_tensors(checkpoint)
     cfg = timm.models.get_pretrained_cfg(architecture)
-    classifier = getattr(cfg, "classifier", None) or "head"
-    weight = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
-    if weight is None or weight.ndim != 2:
-        raise CheckpointError(f"{checkpoint.name} has no classifier weight {classifier}.weight of {architecture}: "
+    # one classifier name, or several (a distilled model's ("head", "head_dist")): all of the same class count
+    classifiers = getattr(cfg, "classifier", None) or "head"
+    classifiers = [classifiers] if isinstance(classifiers, str) else list(classifiers)
+    weights = [state.get(f"{name}.weight") for name in classifiers]
+    if any(w is None or w.ndim < 2 for w in weights):
+        names = " and ".join(f"{name}.weight" for name in classifiers)
+        raise CheckpointError(f"{checkpoint.name} has no classifier weight {names} of {architecture}: "
                               "it is not a checkpoint of this architecture (with a classifier); nothing was loaded")
-    model = timm.create_model(architecture, pretrained=False, num_classes=int(weight.shape[0]))
+    counts = {int(w.shape[0]) for w in weights}
+    if len(counts) != 1:
+        raise CheckpointError(f"{checkpoint.name}: the classifiers {classifiers} of {architecture} have different "
+                              f"class counts {sorted(counts)}; nothing was loaded")
+    model = timm.create_model(architecture, pretrained=False, num_classes=counts.pop())
     load_strict(model, state, checkpoint.name)
     return model.eval()

@@ -72,6 +72,10 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         label_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(model, IntrospectiveHead):
+            raise InvalidArgumentError(
+                "model is already an IntrospectiveHead: wrap its timm classifier f instead "
+                "(IntrospectiveHead.wrap(head.model, ...)), or use the head as it is")
         loss, suffix_target = parse_loss(loss)
         if suffix_target is not None:
             target = suffix_target
@@ -161,9 +165,29 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         return tuple(cfg.get("input_size", ("C", "H", "W")))
 
+    def check_classifiers(self) -> None:
+        """Refuse a classifier layer replaced or resized after :meth:`wrap` (``model.fc = nn.Linear(...)``,
+        ``model.reset_classifier(n)``): r_x, H and the fitted statistics were sized for the wrapped one."""
+        for layer in self.classifiers:
+            try:
+                current = self.model.get_submodule(layer.name)
+            except AttributeError:
+                current = None
+            weight = getattr(current, "weight", None)
+            if current is not layer.module or not isinstance(weight, torch.Tensor) or (
+                    tuple(weight.shape) != self.feature_shapes[layer.name]):
+                raise UnsupportedClassifierError(
+                    f"f's classifier {layer.name} was replaced or resized after IntrospectiveHead.wrap() (it was "
+                    f"{type(layer.module).__name__} with weight {self.feature_shapes[layer.name]}, it is now "
+                    f"{type(current).__name__ if current is not None else 'gone'}"
+                    f"{f' with weight {tuple(weight.shape)}' if isinstance(weight, torch.Tensor) else ''}): "
+                    "H and the fitted statistics belong to the old one; change the classifier before wrapping, "
+                    "and wrap f again (IntrospectiveHead.wrap(model, ...)) after changing it")
+
     @torch.no_grad()
     def base_logits(self, x: torch.Tensor) -> torch.Tensor:
         """f's logits alone (f in eval mode), bit-identical to ``model(x)`` in eval mode."""
+        self.check_classifiers()
         with eval_mode(self.model):
             return self.model(self.check_input(x))
 
@@ -176,6 +200,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         can be differentiated w.r.t. the image (ODIN, adversarial attacks).
         """
         differentiable = bool(differentiable and x.requires_grad and torch.is_grad_enabled())
+        self.check_classifiers()
         x = self.check_input(x, keep_graph=differentiable)
         return introspect(self.model, self.classifiers, x, self.loss, self.target_tensor(), self.num_classes,
                           self.input_size(), differentiable=differentiable)
@@ -186,6 +211,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         if len(self.classifiers) != 1:
             raise UnsupportedClassifierError(
                 f"r_x from f's outputs needs one classifier; this model has {len(self.classifiers)}: introspect images")
+        self.check_classifiers()
         return introspect_outputs(self.classifiers[0], logits, h, self.loss, self.target_tensor())
 
     def introspective_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, Factors]:
@@ -305,6 +331,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
             max_batches: use only the first batches.
             progress: show a progress bar.
         """
+        self.check_classifiers()
         if self.target == "M" and self.scaled and iter(data) is data:
             raise InvalidArgumentError(
                 "fit() reads the data twice (M, then the scale): pass a re-iterable such as a DataLoader or a list, "

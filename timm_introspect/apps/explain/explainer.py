@@ -110,6 +110,9 @@ class Explainer:
                                   "(timm.data.create_transform(**timm.data.resolve_model_data_config(model)))")
         if x.shape[0] == 0:
             raise InputShapeError("got an empty batch")
+        if x.is_inference():  # made under torch.inference_mode(): a normal copy, which autograd can record
+            with torch.inference_mode(False):
+                x = x.clone()
         param = next(self.model.parameters(), None)
         return x.detach().to(param.dtype) if param is not None else x.detach()
 
@@ -128,11 +131,12 @@ class Explainer:
 
     def plan(self, x: torch.Tensor) -> Plan:
         """How this model is explained at the size of ``x`` (worked out on its first image, then cached)."""
-        x = self._check(x)
-        key = (tuple(x.shape[1:]), x.dtype, x.device)
-        if key not in self._plans:
-            self._plans[key] = self._make_plan(x[:1])
-        return self._plans[key]
+        with torch.inference_mode(False):  # the plan may need a backward pass, also under torch.inference_mode()
+            x = self._check(x)
+            key = (tuple(x.shape[1:]), x.dtype, x.device)
+            if key not in self._plans:
+                self._plans[key] = self._make_plan(x[:1])
+            return self._plans[key]
 
     def _make_plan(self, probe: torch.Tensor) -> Plan:
         hw = tuple(probe.shape[2:])
@@ -186,7 +190,14 @@ class Explainer:
 
     def __call__(self, x: torch.Tensor, contrast: Contrast = None) -> Explanation:
         """Explain a batch: Grad-CAM of each prediction P and the contrastive map of each Q (see
-        :func:`~timm_introspect.apps.explain.contrast.resolve_contrast` for ``contrast``; default: the runner-up)."""
+        :func:`~timm_introspect.apps.explain.contrast.resolve_contrast` for ``contrast``; default: the runner-up).
+
+        Works under ``torch.no_grad()`` and ``torch.inference_mode()`` too: the gradients it needs are taken in a
+        local grad mode, and the maps come back as ordinary (detached) tensors."""
+        with torch.inference_mode(False):
+            return self._explain(x, contrast)
+
+    def _explain(self, x: torch.Tensor, contrast: Contrast) -> Explanation:
         plan = self.plan(x)
         x = self._check(x)
         if plan.method == "closed-form":

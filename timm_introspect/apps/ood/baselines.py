@@ -32,12 +32,13 @@ from typing import Any
 
 import torch
 from pytorch_ood.api import StructuredDetector
-from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ReAct, ViM
+from pytorch_ood.detector import ODIN, EnergyBased, MaxLogit, MaxSoftmax, ReAct, ViM
 from timm.data import resolve_model_data_config
 from torch import nn
 
 from ...errors import InvalidArgumentError, UnsupportedClassifierError
 from ...model.head import IntrospectiveHead
+from .fitting import CheckedKNN, CheckedMahalanobis
 from .path import Penultimate
 from .registry import PassDetector, register_detector
 
@@ -212,13 +213,14 @@ class ClassicReAct(ReAct, _OnF):
 
 
 @register_detector("mahalanobis_f")
-class ClassicMahalanobis(Mahalanobis, _OnF):
+class ClassicMahalanobis(CheckedMahalanobis, _OnF):
     """pytorch-ood's :class:`Mahalanobis` (class means, shared covariance) on f's penultimate features."""
 
     name = "Mahalanobis"
 
     def __init__(self, head: IntrospectiveHead) -> None:
         super().__init__(Penultimate(head.model))
+        self.num_classes = head.num_classes  # a fit must see every class (CheckedMahalanobis)
 
     def fit_pass(self, train: Any, labels: torch.Tensor) -> ClassicMahalanobis:
         return self.fit_features(_penultimate(train, "Mahalanobis"), labels)
@@ -228,7 +230,7 @@ class ClassicMahalanobis(Mahalanobis, _OnF):
 
 
 @register_detector("knn_f")
-class ClassicKNN(KNN, _OnF):
+class ClassicKNN(CheckedKNN, _OnF):
     """pytorch-ood's :class:`KNN` on f's normalized penultimate features: the distance to the ``k``-th nearest."""
 
     name = "KNN"

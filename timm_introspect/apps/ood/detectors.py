@@ -36,15 +36,16 @@ from typing import Any
 
 import torch
 from pytorch_ood.api import RequiresFittingException, StructuredDetector
-from pytorch_ood.detector import KNN, ODIN, EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ViM
+from pytorch_ood.detector import ODIN, EnergyBased, MaxLogit, MaxSoftmax, ViM
 from timm.data import resolve_model_data_config
 from torch import nn
 
 from ...core.features import Factors
 from ...data.images import batch_images
-from ...errors import InvalidArgumentError, UnsupportedClassifierError
+from ...errors import DataError, InvalidArgumentError, UnsupportedClassifierError
 from ...model.head import IntrospectiveHead
 from .baselines import LinearGradNorm, gradnorm_score
+from .fitting import CheckedKNN, CheckedMahalanobis
 from .path import IntrospectiveHidden, IntrospectiveLogits, introspective_pass
 from .registry import PassDetector, create_detector, list_detectors, register_detector
 
@@ -163,7 +164,7 @@ class IntrospectiveGradNorm(LinearGradNorm, _OnH):
 
 
 @register_detector("mahalanobis_h")
-class IntrospectiveMahalanobis(Mahalanobis, _OnH):
+class IntrospectiveMahalanobis(CheckedMahalanobis, _OnH):
     """pytorch-ood's Mahalanobis (class means, shared covariance) on H's hidden layer ``layer``.
 
     ``layer=0`` reads scaled r_x through H's learned first projection (registered as ``mahalanobis_1st_h``);
@@ -172,6 +173,7 @@ class IntrospectiveMahalanobis(Mahalanobis, _OnH):
 
     def __init__(self, head: IntrospectiveHead, layer: int = -1) -> None:
         super().__init__(IntrospectiveHidden(head, layer))
+        self.num_classes = head.num_classes  # a fit must see every class (CheckedMahalanobis)
         self.layer = layer
         self.name = {-1: "Mahalanobis", 0: "Mahalanobis-1st"}.get(layer, f"Mahalanobis-layer{layer}")
 
@@ -186,7 +188,7 @@ register_detector("mahalanobis_1st_h", layer=0)(IntrospectiveMahalanobis)
 
 
 @register_detector("knn_h")
-class IntrospectiveHiddenKNN(KNN, _OnH):
+class IntrospectiveHiddenKNN(CheckedKNN, _OnH):
     """pytorch-ood's :class:`KNN` on the normalized input of H's output layer (for KNN on r_x itself, see
     :class:`IntrospectiveKNN`)."""
 
@@ -279,9 +281,13 @@ class IntrospectiveKNN(StructuredDetector, _OnH):
         for batch in data_loader:
             x, y = batch_images(batch), _labels(batch)
             keep = slice(None) if y is None else (y >= 0)
+            if y is not None and not bool(keep.any()):
+                continue
             d, h = _unit_factors(self._factors(x[keep].to(self.head.device)))
             deltas.append(d.cpu())
             hs.append(h.cpu())
+        if not deltas:
+            raise DataError(f"{self.name} was fitted on no in-distribution images: pass a loader of the training data")
         return self.fit_structured({"r_x": (torch.cat(deltas)[:, None], torch.cat(hs)[:, None])})
 
     def fit_structured(self, factors: Factors, labels: torch.Tensor | None = None) -> IntrospectiveKNN:

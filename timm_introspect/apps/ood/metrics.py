@@ -37,7 +37,10 @@ METRICS = ("fpr95", "detection_error", "auroc", "aupr", "aupr_in", "aupr_out")
 def _array(scores: ArrayLike, what: str) -> np.ndarray:
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu().double().numpy()
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    try:
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise InvalidArgumentError(f"{what} scores must be an array of numbers ({err})") from err
     if not scores.size:
         raise InvalidArgumentError(f"no {what} scores: OOD metrics need at least one ID and one OOD score")
     if not np.isfinite(scores).all():
@@ -75,6 +78,8 @@ def roc_curve(id_scores: ArrayLike, ood_scores: ArrayLike, positive: Positive = 
 
 def fpr_at_tpr(id_scores: ArrayLike, ood_scores: ArrayLike, positive: Positive = "ood", tpr: float = 0.95) -> float:
     """The false positive rate at the first threshold (from the top) whose true positive rate is >= ``tpr``."""
+    if isinstance(tpr, bool) or not isinstance(tpr, (int, float)) or not 0 < tpr <= 1:
+        raise InvalidArgumentError(f"tpr must be a rate in (0, 1], got {tpr!r}")
     fpr_curve, tpr_curve = roc_curve(id_scores, ood_scores, positive)
     return float(fpr_curve[np.searchsorted(tpr_curve, tpr)])
 
@@ -112,6 +117,7 @@ def ood_metrics(id_scores: ArrayLike, ood_scores: ArrayLike, positive: Positive 
         ``fpr95`` (FPR at 95 % TPR of the positive class), ``detection_error``, ``auroc``, ``aupr`` (of the
         positive class), ``aupr_in`` and ``aupr_out``; all in [0, 1].
     """
+    _positives(id_scores, ood_scores, positive)  # the arguments checked once, before any metric
     pr_in, pr_out = aupr(id_scores, ood_scores, "id"), aupr(id_scores, ood_scores, "ood")
     return {
         "fpr95": fpr_at_tpr(id_scores, ood_scores, positive),
