@@ -73,9 +73,8 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
     ) -> None:
         super().__init__()
         if isinstance(model, IntrospectiveHead):
-            raise InvalidArgumentError(
-                "model is already an IntrospectiveHead: wrap its timm classifier f instead "
-                "(IntrospectiveHead.wrap(head.model, ...)), or use the head as it is")
+            raise InvalidArgumentError("model is already an IntrospectiveHead: wrap its timm classifier f instead "
+                                       "(IntrospectiveHead.wrap(head.model, ...)), or use the head as it is")
         loss, suffix_target = parse_loss(loss)
         if suffix_target is not None:
             target = suffix_target
@@ -166,23 +165,14 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         return tuple(cfg.get("input_size", ("C", "H", "W")))
 
     def check_classifiers(self) -> None:
-        """Refuse a classifier layer replaced or resized after :meth:`wrap` (``model.fc = nn.Linear(...)``,
-        ``model.reset_classifier(n)``): r_x, H and the fitted statistics were sized for the wrapped one."""
-        for layer in self.classifiers:
-            try:
-                current = self.model.get_submodule(layer.name)
-            except AttributeError:
-                current = None
-            weight = getattr(current, "weight", None)
-            if current is not layer.module or not isinstance(weight, torch.Tensor) or (
-                    tuple(weight.shape) != self.feature_shapes[layer.name]):
+        """Refuse a classifier replaced or resized after :meth:`wrap` (``model.fc = nn.Linear(...)``)."""
+        for c in self.classifiers:
+            now = dict(self.model.named_modules()).get(c.name) if c.name else self.model
+            shape = tuple(getattr(now, "weight", torch.empty(0)).shape)
+            if now is not c.module or shape != self.feature_shapes[c.name]:
                 raise UnsupportedClassifierError(
-                    f"f's classifier {layer.name} was replaced or resized after IntrospectiveHead.wrap() (it was "
-                    f"{type(layer.module).__name__} with weight {self.feature_shapes[layer.name]}, it is now "
-                    f"{type(current).__name__ if current is not None else 'gone'}"
-                    f"{f' with weight {tuple(weight.shape)}' if isinstance(weight, torch.Tensor) else ''}): "
-                    "H and the fitted statistics belong to the old one; change the classifier before wrapping, "
-                    "and wrap f again (IntrospectiveHead.wrap(model, ...)) after changing it")
+                    f"f's classifier {c.name} was replaced or resized after IntrospectiveHead.wrap() (weight "
+                    f"{self.feature_shapes[c.name]}, now {type(now).__name__} {shape}): wrap f again after changing it")
 
     @torch.no_grad()
     def base_logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ so a stale entry is never used. r_x is stored flat (``features``: ``(n, N*d)``) 
 factors, as ``delta.<i>`` ``(n, S, N)`` and ``h.<i>`` ``(n, S, d)`` per classifier layer ``i``.
 
 Memory stays bounded at any dataset size: extraction streams every batch into a safetensors file laid
-out in advance (:class:`_StreamingFile`), and an entry is read back memory-mapped, so a cache larger
+out in advance (:class:`StreamingFile`), and an entry is read back memory-mapped, so a cache larger
 than RAM (ImageNet's factors: 12 KB an image for resnet50) is paged in from disk as training touches it.
 Extraction resumes: the entry is built in ``<cache_dir>/.<key>.partial/``, whose ``progress.json``
 counts the images already written, and renamed into place when complete (an entry is complete or absent).
@@ -26,23 +26,20 @@ import logging
 import math
 import os
 import shutil
-import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import safetensors
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..core.stats import fit_target
 from ..errors import CheckpointError, DataError
-from ..io.checkpoint import check_readable
 from ..log import tqdm
 from .sources import FeatureSource, PairsLoader, as_source
+from .streamfile import StreamingFile, open_mapped
 
 if TYPE_CHECKING:
     from ..model.head import IntrospectiveHead
@@ -54,8 +51,6 @@ CACHE_FORMAT = 2  # 2: streamed to disk and read memory-mapped
 #: r_x as the cache returns it: flat ``(n, F)``, or ``{classifier: (delta (n, S, N), h (n, S, d))}``
 Features = torch.Tensor | dict[str, tuple[torch.Tensor, torch.Tensor]]
 
-_DTYPES = {torch.float32: ("F32", np.float32), torch.int64: ("I64", np.int64)}
-_NUMPY = {code: np_dtype for code, np_dtype in _DTYPES.values()}
 #: how often (seconds) a running extraction records its progress (flushed to disk first)
 _PROGRESS_EVERY_S = 10.0
 
@@ -70,78 +65,6 @@ def fingerprint(head: IntrospectiveHead, source: FeatureSource, factored: bool =
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     h.update(json.dumps([head.loss, str(head.target), CACHE_FORMAT, factored, source.key()]).encode())
     return h.hexdigest()[:24]
-
-
-class _StreamingFile:
-    """A safetensors file whose header is written first and whose tensors are filled row block by row block.
-
-    The layout is the format's own (8-byte header length, JSON header, the tensors back to back), so any
-    safetensors reader opens the finished file; rows not yet written read as zeros (the file is sparse).
-    """
-
-    def __init__(self, path: Path, shapes: dict[str, tuple[torch.dtype, tuple[int, ...]]], create: bool) -> None:
-        header, offset = {}, 0
-        for name, (dtype, shape) in shapes.items():
-            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-            header[name] = {"dtype": _DTYPES[dtype][0], "shape": list(shape), "data_offsets": [offset, offset + size]}
-            offset += size
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
-        self.start = 8 + len(raw)
-        self.offsets = {name: entry["data_offsets"][0] for name, entry in header.items()}
-        self.row_bytes = {name: (entry["data_offsets"][1] - entry["data_offsets"][0]) // max(entry["shape"][0], 1)
-                          for name, entry in header.items()}
-        if create:
-            with open(path, "wb") as fh:
-                fh.write(struct.pack("<Q", len(raw)) + raw)
-                fh.truncate(self.start + offset)
-        elif path.stat().st_size != self.start + offset:
-            raise CheckpointError(f"{path} has {path.stat().st_size} bytes, the layout {self.start + offset}")
-        self.fh = open(path, "r+b")  # noqa: SIM115 (closed in close())
-
-    def write(self, name: str, row: int, tensor: torch.Tensor) -> None:
-        self.fh.seek(self.start + self.offsets[name] + row * self.row_bytes[name])
-        self.fh.write(tensor.contiguous().numpy().tobytes())
-
-    def sync(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-
-    def close(self) -> None:
-        self.sync()
-        self.fh.close()
-
-
-def open_mapped(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, memory-mapped (copy-on-write: the file is never changed).
-
-    The header is checked by ``safetensors`` itself (a truncated or corrupted file raises
-    :class:`~timm_introspect.CheckpointError`); the data is read from disk only where it is touched.
-    """
-    path = Path(path)
-    check_readable(path, path.name)  # "permission denied", not "corrupted"
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as fh:  # validates the header and the sizes
-            names = list(fh.keys())
-        with open(path, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-    except (safetensors.SafetensorError, OSError, ValueError, struct.error) as err:
-        raise CheckpointError(f"{path.name} is not a valid safetensors file ({err}); it may be truncated or "
-                              "corrupted") from err
-    out = {}
-    for name in names:
-        entry = header[name]
-        if entry["dtype"] not in _NUMPY:
-            raise CheckpointError(f"{path.name}: {name} is {entry['dtype']}, the cache holds only F32 and I64")
-        begin, end = entry["data_offsets"]
-        shape = tuple(entry["shape"])
-        if end == begin:
-            out[name] = torch.zeros(shape, dtype=next(t for t, (c, _) in _DTYPES.items() if c == entry["dtype"]))
-            continue
-        array = np.memmap(path, dtype=_NUMPY[entry["dtype"]], mode="c", offset=8 + length + begin, shape=shape)
-        out[name] = torch.from_numpy(array)
-    return out
 
 
 def iter_rows(features: Features, chunk: int = 4096):
@@ -205,7 +128,7 @@ def _extract(accelerator: Accelerator, head: IntrospectiveHead, source: FeatureS
     writer = None
     if done and accelerator.is_main_process:
         shapes = {k: (getattr(torch, dtype), tuple(shape)) for k, (dtype, shape) in progress["shapes"].items()}
-        writer = _StreamingFile(partial / "features.safetensors", shapes, create=False)
+        writer = StreamingFile(partial / "features.safetensors", shapes, create=False)
         log.info("introspect: resuming the extraction at image %d/%d (%s)", done, n, partial)
     last = time.monotonic()
     bar = tqdm(total=n, initial=done, desc="introspect: features", unit="img", disable=not show)
@@ -225,7 +148,7 @@ def _extract(accelerator: Accelerator, head: IntrospectiveHead, source: FeatureS
                         "DataLoader(..., shuffle=False); H's training shuffles the features itself)")
                 if writer is None:  # the shapes are known from the first batch
                     shapes = {k: (t.dtype, (n, *t.shape[1:])) for k, t in gathered.items()}
-                    writer = _StreamingFile(partial / "features.safetensors", shapes, create=True)
+                    writer = StreamingFile(partial / "features.safetensors", shapes, create=True)
                     progress = {"rows": 0, "target_value": m_value,
                                 "shapes": {k: (str(d).removeprefix("torch."), list(s)) for k, (d, s) in shapes.items()}}
                 for k, t in gathered.items():
