@@ -33,7 +33,7 @@ def handle(args: argparse.Namespace) -> None:
     from ..io.backbones import resolve_backbone
     from ..training.pipeline import fit_head, heldout_images
 
-    args.out = prepare_output(args.out, "introspective")  # before any work: a wrong --out fails at once
+    args.out = prepare_output(args.out, "introspective", create=False)  # before any work: a wrong --out fails at once
     preset = PRESETS[args.preset]
     scale = args.scale or preset.get("scale", "maxabs")
     check_net_scale(args.net, scale)  # before f and the data: an H on factors takes no standardization

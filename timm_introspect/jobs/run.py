@@ -40,7 +40,7 @@ def handle(args: argparse.Namespace) -> None:
     from .corruptions import check_corruptions
     from .main import run
 
-    args.out = prepare_output(args.out, "run")  # before any work: a wrong --out fails at once
+    args.out = prepare_output(args.out, "run", create=False)  # before any work: a wrong --out fails at once
     preset = PRESETS[args.preset]
     scale = args.scale or preset.get("scale", "maxabs")
     # an H on r_x's factors cannot take the preset's standardization: refused now, not after training f

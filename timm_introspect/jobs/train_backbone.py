@@ -30,7 +30,7 @@ def handle(args: argparse.Namespace) -> None:
     from ..data.outputs import prepare_output
     from ..training.pipeline import train_backbone
 
-    args.out = prepare_output(args.out, "backbone")  # before any data: a wrong --out fails at once
+    args.out = prepare_output(args.out, "backbone", create=False)  # before any data: a wrong --out fails at once
     preset = PRESETS[args.preset]
     limit = args.train_images or preset["train_limit"]
     train = load(args, args.train_split, limit)

@@ -106,6 +106,7 @@ def explain_images(model: str | Path, images: Sequence[str | Path], out_dir: str
     """
     from ...data.outputs import prepare_output, write_json
 
+    figure_pyplot()  # without matplotlib, stop before anything else
     if not images:
         raise InvalidArgumentError("no images given: pass at least one image file")
     paths = [Path(p) for p in images]
@@ -114,7 +115,6 @@ def explain_images(model: str | Path, images: Sequence[str | Path], out_dir: str
             raise DataError(f"image {str(path)!r} " + ("is not a regular file (a folder, a FIFO or a device): pass "
                                                        "image files" if path.exists() else "does not exist"))
     out_dir = prepare_output(out_dir, "explain")
-    figure_pyplot()  # without matplotlib, stop before any work
     network, names = load_classifier(model, checkpoint)
     explainer = Explainer(network, target_layer, method, names)
     transform = make_transform(network, train=False)
