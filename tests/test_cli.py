@@ -231,6 +231,13 @@ def test_ood_sizes_from_the_preset_and_flags(monkeypatch, capsys):
     sizes = [{k: c[k] for k in ("id_images", "ood_images", "fit_images")} for c in calls]
     assert sizes == [OOD_PRESETS["quick"], dict(OOD_PRESETS["quick"], id_images=100), OOD_PRESETS["full"]]
     assert [c["quick"] for c in calls] == [True, False, False]
+    from timm_introspect.apps.ood import DETECTORS, list_detectors
+
+    assert calls[0]["detectors"] == list(DETECTORS)  # the benchmark's by default
+    main(["ood", "--model", "m", "--ood", "gaussian", "--detectors", "msp_h", "knn_rx"])
+    assert calls[-1]["detectors"] == ["msp_h", "knn_rx"] and set(DETECTORS) <= set(list_detectors())
+    with pytest.raises(SystemExit):
+        main(["ood", "--model", "m", "--ood", "gaussian", "--detectors", "no_such_detector"])
 
 
 def test_explain_takes_f_as_backbone_and_an_old_model_f_with_a_warning(monkeypatch, tmp_path, capsys):

@@ -11,8 +11,9 @@ import argparse
 from ...errors import InvalidArgumentError
 from ...jobs.args import data_source, deprecated, model_source, positive
 from ...training.recipes import OOD_PRESETS
-from .benchmark import CONDITIONS
+from .benchmark import CONDITIONS, DETECTORS
 from .data import BUILTIN_SETS
+from .registry import list_detectors
 
 __all__ = ["handle", "register"]
 
@@ -45,6 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--ood-image-column", default=None, help="image column of dataset OOD sets (default: found)")
     p.add_argument("--ood-config", default=None, help="configuration of Hub OOD sets (e.g. cropped_digits for SVHN)")
     p.add_argument("--frost-dir", default=None, help="frost overlays, to include frost in cifar10c")
+    p.add_argument("--detectors", nargs="+", choices=list_detectors(), default=list(DETECTORS),
+                   help="the registered detectors to run, on f (*_f) and on H (*_h) (default: the benchmark's)")
     p.add_argument("--k", type=positive, default=50, help="KNN's neighbour")
     p.add_argument("--batch-size", type=positive, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -70,6 +73,7 @@ def handle(args: argparse.Namespace) -> dict:
         train_split=args.train_split, **sizes, conditions=args.conditions,
         quick=sizes == OOD_PRESETS["quick"], batch_size=args.batch_size, k=args.k, ood_split=args.ood_split,
         ood_image_column=args.ood_image_column, ood_config=args.ood_config, frost_dir=args.frost_dir, seed=args.seed,
+        detectors=args.detectors,
     )
     print(result["table"])
     if args.out:

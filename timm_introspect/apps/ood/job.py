@@ -18,7 +18,7 @@ from ...errors import DataError, InvalidArgumentError
 from ...io.backbones import HF_HUB_PREFIX
 from ...model.head import IntrospectiveHead
 from ...training.recipes import OOD_PRESETS
-from .benchmark import CONDITIONS, ood_benchmark
+from .benchmark import CONDITIONS, DETECTORS, ood_benchmark
 from .data import BUILTIN_SETS, OODSet, corrupted_images, load_ood_images, noise_images, open_set_images, set_name
 from .report import claims, ood_plots, ood_table, write_results
 
@@ -115,6 +115,7 @@ def run_ood(
     plots: bool = True,
     progress: bool = True,
     auto_open_set: bool = False,
+    detectors: Sequence[str] = DETECTORS,
 ) -> dict:
     """Run every detector on f and H of a saved model over its ID test images and the OOD sets ``ood``.
 
@@ -129,6 +130,7 @@ def run_ood(
             the detectors are fitted on. ``quick`` overrides them with :data:`QUICK`.
         conditions: of ``vanilla``, ``attack-f``, ``attack-H``.
         auto_open_set: add ``open-set`` when the model was trained on a class subset of ``data``.
+        detectors: the registered detectors to run (``list_detectors()``), by default the benchmark's 19.
 
     Returns:
         the benchmark result (see :func:`~.benchmark.ood_benchmark`) with ``table`` (markdown, both
@@ -165,7 +167,8 @@ def run_ood(
                       ood_config, frost_dir)
     load_s = time.perf_counter() - start
     result = ood_benchmark(head, train.arrays(head.model), (test_pixels[:id_images], test_labels[:id_images]), sets,
-                           conditions, batch_size=batch_size, k=k, seed=seed, progress=progress)
+                           conditions, batch_size=batch_size, k=k, seed=seed, progress=progress,
+                           detectors=detectors)
     result["seconds"]["load"] = load_s
     result["setup"] = {"model": str(model), "data": data, "split": split, "classes": classes, "seed": seed,
                        "sets": {s.name: s.source for s in sets}, "threads": torch.get_num_threads(),
