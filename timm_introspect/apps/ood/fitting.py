@@ -33,24 +33,24 @@ def known_labels(labels: Any, detector: str, count: int | None = None) -> torch.
     return known
 
 
-def _empty_loader(detector: str, err: Exception) -> DataError:
-    return DataError(f"{detector} was fitted on no in-distribution images ({err}): pass a loader of the training data "
-                     "with labels >= 0")
+class _EmptyFitRefused:
+    """``fit(loader)`` of a pytorch-ood detector, its error on a loader without in-distribution images reworded."""
 
-
-class CheckedMahalanobis(Mahalanobis):
-    """Mahalanobis whose fit needs images of every class: ``num_classes`` (set by the subclass, the model's) of
-    them, or every class up to the largest label seen when it is ``None``."""
-
-    num_classes: int | None = None
-
-    def fit(self, data_loader: Any) -> CheckedMahalanobis:
+    def fit(self, data_loader: Any) -> Any:
         try:
             return super().fit(data_loader)
         except (ValueError, RuntimeError) as err:
             if "No ID" in str(err) or "non-empty" in str(err):
-                raise _empty_loader(type(self).__name__, err) from err
+                raise DataError(f"{type(self).__name__} was fitted on no in-distribution images ({err}): pass a "
+                                "loader of the training data with labels >= 0") from err
             raise
+
+
+class CheckedMahalanobis(_EmptyFitRefused, Mahalanobis):
+    """Mahalanobis whose fit needs images of every class: ``num_classes`` (set by the subclass, the model's) of
+    them, or every class up to the largest label seen when it is ``None``."""
+
+    num_classes: int | None = None
 
     def fit_features(self, z: torch.Tensor, y: torch.Tensor) -> CheckedMahalanobis:
         detector = getattr(self, "name", "") or type(self).__name__
@@ -67,16 +67,8 @@ class CheckedMahalanobis(Mahalanobis):
         return super().fit_features(z, y)
 
 
-class CheckedKNN(KNN):
+class CheckedKNN(_EmptyFitRefused, KNN):
     """KNN whose fit needs at least ``k`` in-distribution images."""
-
-    def fit(self, data_loader: Any) -> CheckedKNN:
-        try:
-            return super().fit(data_loader)
-        except (ValueError, RuntimeError) as err:
-            if "No ID" in str(err) or "non-empty" in str(err):
-                raise _empty_loader(type(self).__name__, err) from err
-            raise
 
     def fit_features(self, z: torch.Tensor, labels: torch.Tensor) -> CheckedKNN:
         detector = getattr(self, "name", "") or type(self).__name__
