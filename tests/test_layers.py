@@ -1,5 +1,5 @@
 """The package's layers (README, Layout): imports only downward, no circle, small modules, private helpers
-kept private, and benchmarks that use the library rather than the CLI."""
+kept private, benchmarks that use the library rather than the CLI, and tests laid out like the package."""
 
 from __future__ import annotations
 
@@ -110,3 +110,12 @@ def test_benchmarks_import_no_cli_code():
             if isinstance(node, ast.ImportFrom) and node.module:
                 assert node.module != "timm_introspect.cli" and not node.module.endswith(".cli"), \
                     f"{path.name} imports {node.module}"
+
+
+def test_tests_mirror_the_layers():
+    # tests/<layer>/test_*.py for each layer folder; only cross-layer tests (this one) stay at the top
+    tests = Path(__file__).parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    layer_folders = {name for names in LAYERS[1:-1] for name in names}
+    assert folders <= layer_folders, f"test folders that are no layer: {folders - layer_folders}"
+    assert [p.name for p in tests.glob("test_*.py")] == ["test_layers.py"]

@@ -304,7 +304,7 @@ def test_two_process_fit(tiny, backbone_dir, tmp_path):
     assert evaluate(loaded, load_images(str(tiny), "test"), batch_size=8)["H"]["count"] == 24
     # each process saw half the images; M and the scale are bitwise those of head.fit in one process. f's own
     # float32 results depend on the thread count, so that process runs single-threaded as each worker did.
-    code = ("import sys, safetensors.torch; sys.path.insert(0, sys.argv[1]); "
+    code = ("import sys, safetensors.torch; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/..']; "
             "from test_pipeline import _fit_statistics; "
             "h = _fit_statistics(sys.argv[2], sys.argv[3], batch_size=8); "
             "safetensors.torch.save_file({'m': h.target_value, 'scale': h.scaler.scale}, sys.argv[4])")

@@ -25,7 +25,7 @@ from timm_introspect.data.cifar10c import (
     write_imagenet_c,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CIFAR = SHARED / "data" / "cifar10"
 FROST = SHARED / "data" / "cifar10c-frost"
 

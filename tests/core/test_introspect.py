@@ -136,7 +136,7 @@ def test_the_fidelity_study_reads_r_x_through_the_pass(monkeypatch, tmp_path):
 
     pytest.importorskip("matplotlib")
     pytest.importorskip("cv2")
-    path = Path(__file__).parents[1] / "benchmarks" / "fidelity.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "fidelity.py"
     spec = importlib.util.spec_from_file_location("fidelity_study", path)
     fidelity = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "fidelity_study", fidelity)

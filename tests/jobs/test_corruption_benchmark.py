@@ -21,7 +21,7 @@ from timm_introspect.jobs.robustness import predict_arrays
 from timm_introspect.training.loop import Schedule
 from timm_introspect.training.pipeline import fit_head
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "cifar10c.py"
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "cifar10c.py"
 
 
 def benchmark():

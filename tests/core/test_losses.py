@@ -7,6 +7,14 @@ import torch.nn.functional as F
 from timm_introspect import LOSSES, UnknownLossError, introspection_loss, loss_delta, parse_loss
 
 
+@pytest.fixture(autouse=True)
+def _own_registry(monkeypatch):
+    """Losses a test registers are gone after it (the registry is process-wide)."""
+    from timm_introspect.core import losses
+
+    monkeypatch.setattr(losses, "_LOSSES", dict(losses._LOSSES))
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("target", [1.0, 3.7])
 def test_closed_form_delta_matches_autograd(loss, target):

@@ -14,7 +14,7 @@ import pytest
 from timm_introspect.cli import main
 from timm_introspect.jobs.args import run_script
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 READ_ONLY = "/proc/timm-introspect-out"  # not writable even by root
 

@@ -10,9 +10,9 @@ from skimage.filters import gaussian
 
 from timm_introspect.data.cifar10c import CORRUPTIONS, PARAMS, corrupt, load_official, write_official
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "cifar10c_params.json"
-CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
-FROST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10c-frost"
+SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "cifar10c_params.json"
+CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10"
+FROST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10c-frost"
 
 
 def run(images, name, severity, rng=0):

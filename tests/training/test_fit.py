@@ -126,7 +126,7 @@ def test_two_processes_train_the_same_h(tmp_path):
 
 def test_the_readme_quick_start_runs(hub, tmp_path, monkeypatch):
     # the README's quick start, as written, on a small timm model and loaders, pushed to a local Hub server
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     snippet = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     scope = {"model": _model(), "train_loader": DataLoader(_tensors(24, 0), batch_size=12),

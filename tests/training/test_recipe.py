@@ -116,7 +116,7 @@ def test_benchmark_without_matplotlib_stops_before_any_work(tmp_path):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).parents[1] / "benchmarks" / "cifar10c.py"
+    script = Path(__file__).parents[2] / "benchmarks" / "cifar10c.py"
     code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
             f"sys.argv = ['cifar10c.py', '--model', 'no-such-model', '--out', {str(tmp_path / 'out')!r}]; "
             f"runpy.run_path({str(script)!r}, run_name='__main__')")
