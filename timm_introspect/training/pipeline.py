@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.augment import BatchAugment
 from ..data.images import LabeledImages, make_loader
+from ..data.outputs import prepare_output
 from ..errors import DataError
 from ..io.backbones import load_folder
 from ..io.hub import save_backbone
@@ -89,7 +90,7 @@ def train_backbone(
     reflect-padded random crop, flip) instead of per-image PIL transforms: on a CPU that is what keeps
     the cores on the model. ``channels_last`` trains in that memory format.
     """
-    out_dir = Path(out_dir)
+    out_dir = prepare_output(out_dir, "backbone", create=False)  # not a folder holding another kind of model
     source_split = train.split
     if holdout:
         train, _ = train.split_holdout(holdout, seed)
@@ -114,7 +115,7 @@ def train_backbone(
     if train.classes is not None:  # a class subset (e.g. CIFAR-6/4), to rebuild the held-out split
         info["classes"] = list(train.classes)
     model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step,
-                       signature={k: v for k, v in info.items() if k != "images"})
+                       signature={**{k: v for k, v in info.items() if k != "images"}, **_data_identity(train)})
     model = model.eval().to(memory_format=torch.contiguous_format)
     info["schedule"] = schedule.__dict__
     if test is not None:  # every rank predicts (gather_for_metrics needs them all); the main one writes
@@ -125,6 +126,12 @@ def train_backbone(
         (out_dir / "training.json").write_text(json.dumps(info, indent=2))
     accelerator.wait_for_everyone()
     return model
+
+
+def _data_identity(images: LabeledImages) -> dict[str, Any]:
+    """What defines a run's data beyond its name: the columns read and a fingerprint of the rows (``datasets``'
+    own, which changes when the files behind the same path change). Part of a run's resume signature."""
+    return {"columns": [images.image_column, images.label_column], "data_fingerprint": images.dataset._fingerprint}
 
 
 def _train_loader(train: LabeledImages, model: nn.Module, batch_size: int, workers: int,
@@ -174,6 +181,7 @@ def fit_head(
     ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
     scaling in the benchmarks.
     """
+    prepare_output(out_dir, "introspective", create=False)  # not a folder holding another kind of model
     set_seed(seed)  # H's initialization is seeded
     model_names = (getattr(backbone, "pretrained_cfg", None) or {}).get("label_names")  # the dataset's, or f's
     head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names or model_names,
