@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from timm_introspect import IntrospectiveHead, create_net
+from timm_introspect.apps.active.views import backbone_outputs
 from timm_introspect.core.metrics import classification_metrics, fit_temperature
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt
 from timm_introspect.data.images import load_images
 from timm_introspect.jobs.plots import pyplot
-from timm_introspect.jobs.robustness import normalized_batches
 from timm_introspect.training.loop import Schedule, make_accelerator, train_loop
 from timm_introspect.training.pipeline import load_backbone, train_backbone
 from timm_introspect.training.recipes import PRESETS
@@ -84,16 +84,6 @@ def parse_args(argv=None):
 
 
 @torch.no_grad()
-def outputs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """f's logits z and the classifier's input h for uint8 images (timm's forward_features / forward_head)."""
-    zs, hs = [], []
-    for x in normalized_batches(model, images, batch_size):
-        h = model.forward_head(model.forward_features(x), pre_logits=True)
-        zs.append(model.get_classifier()(h))
-        hs.append(h)
-    return torch.cat(zs), torch.cat(hs)
-
-
 def backbone_for(seed: int, args, train) -> torch.nn.Module:
     given = dict(b.split("=", 1) for b in args.backbone)
     if str(seed) in given:
@@ -131,7 +121,7 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
             sets[f"{c}/{s}"] = (corrupt(clean[subset], c, s, rng, frost_dir=args.frost_dir), labels[subset])
     tensors = {}
     for name, (images, y) in tqdm(sets.items(), desc=f"seed {seed}: f's outputs"):
-        z, h = outputs(model, images)
+        z, h = backbone_outputs(model, images)  # f's logits and its classifier's input, eval mode
         tensors.update({f"{name}:z": z, f"{name}:h": h, f"{name}:y": torch.as_tensor(y)})
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))

@@ -266,7 +266,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         factors = out.factors(skip_functional=True)
         if self.takes_factors and len(factors) != len(self.classifiers):
             raise UnsupportedClassifierError("an H on factors needs linear or 1x1-conv classifiers")
-        features = self.scaler(factors) if self.takes_factors else self.scaler(out.flat().to(self.target_value.dtype))
+        features = self.scaler(factors) if self.takes_factors else self.net_inputs(out)
         logits, acts, linear_out = self._run_net(features, hidden)
         return IntrospectivePass(out.logits, logits, factors, out.penultimate, features, acts, linear_out)
 

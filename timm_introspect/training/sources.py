@@ -93,7 +93,6 @@ class LoaderSource:
                             "such as a DataLoader or a list of batches, not a generator or iterator")
         self.data = data
         self._key: str | None = None
-        self._count = 0
         self._labels = torch.zeros(0, dtype=torch.long)
 
     def _scan(self) -> None:
@@ -105,7 +104,6 @@ class LoaderSource:
         if not labels or sum(len(y) for y in labels) == 0:
             raise DataError("the data yielded no images: there is nothing to introspect")
         self._key, self._labels = sha.hexdigest(), torch.cat(labels)
-        self._count = len(self._labels)
 
     def key(self) -> str:
         if self._key is None:
@@ -113,9 +111,7 @@ class LoaderSource:
         return self._key
 
     def __len__(self) -> int:
-        if self._key is None:
-            self._scan()
-        return self._count
+        return len(self.labels())
 
     def labels(self) -> torch.Tensor:
         """Every label, in the order the data yields them (read once, with the key)."""
