@@ -103,3 +103,23 @@ def test_bad_arguments_are_refused():
         fit_ets(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), loss="hinge")
     with pytest.raises(InvalidArgumentError, match="n >= 1"):
         fit_dac(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0, 1))
+
+
+def test_fit_calibrators_compose_the_fitted_parts():
+    from timm_introspect.core.calibration import fit_calibrators
+    from timm_introspect.core.metrics import fit_temperature
+
+    gen = torch.Generator().manual_seed(3)
+    z, s = 4 * torch.randn(500, 3, generator=gen), torch.rand(500, 2, generator=gen)
+    y = _sample(torch.softmax(z / (1 + 2 * s[:, :1]), 1), gen)
+    cal = fit_calibrators(z, y, s)
+    assert set(cal) == {"TS", "ETS", "DAC+TS", "DAC+ETS"}
+    torch.testing.assert_close(cal["TS"](z), z / fit_temperature(z, y))
+    torch.testing.assert_close(cal["ETS"](z), fit_ets(z, y)(z))
+    dac = fit_dac(z, y, s)
+    torch.testing.assert_close(cal["DAC+ETS"](z, s), fit_ets(dac(z, s), y)(dac(z, s)))
+    torch.testing.assert_close(cal["DAC+TS"](z, s), dac(z, s) / fit_temperature(dac(z, s), y))
+    with pytest.raises(InvalidArgumentError, match="density-aware"):
+        cal["DAC+TS"](z)
+    with pytest.raises(InvalidArgumentError, match="density scores"):
+        fit_calibrators(z, y, methods=["DAC+TS"])

@@ -16,7 +16,7 @@ SciPy's, as in both papers' code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["DensityTemperature", "EnsembleTemperature", "fit_dac", "fit_ets", "knn_distances",
-           "scaled_temperature_fit"]
+__all__ = ["CALIBRATORS", "DensityTemperature", "EnsembleTemperature", "fit_calibrators", "fit_dac", "fit_ets",
+           "knn_distances", "scaled_temperature_fit"]
 
 LOSSES = ("mse", "nll")
 
@@ -159,3 +159,56 @@ def fit_dac(logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor | S
     res = optimize.minimize(objective, np.ones(layers + 1), method="L-BFGS-B",
                             bounds=[(0.0, 1e4)] * layers + [(-100.0, 100.0)], tol=1e-12, options={"eps": 1e-7})
     return DensityTemperature(tuple(float(w) for w in res.x[:-1]), float(res.x[-1]))
+
+
+#: the post-hoc calibrators :func:`fit_calibrators` fits, by name (prefixed with the model they calibrate)
+CALIBRATORS = ("TS", "ETS", "DAC+TS", "DAC+ETS")
+
+
+def fit_calibrators(logits: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor | None = None,
+                    methods: Sequence[str] = CALIBRATORS) -> dict[str, Callable[..., torch.Tensor]]:
+    """Fit post-hoc calibrators of a model's logits on held-out images; each maps ``(logits, scores)`` to
+    calibrated logits (log-probabilities for the ETS ones).
+
+    ``"TS"``: temperature scaling (NLL, Guo et al.); ``"ETS"``: ensemble temperature scaling (MSE, the authors'
+    setting); ``"DAC+TS"`` / ``"DAC+ETS"``: DAC's per-sample temperature (MSE, the authors' setting) from the
+    per-layer density ``scores`` (needed for these two), then TS or ETS on the DAC-scaled logits.
+    """
+    from .metrics import fit_temperature
+
+    unknown = sorted(set(methods) - set(CALIBRATORS))
+    if unknown:
+        raise InvalidArgumentError(f"unknown calibrator(s) {unknown}; choose from {CALIBRATORS}")
+    out: dict[str, Callable[..., torch.Tensor]] = {}
+    if "TS" in methods:
+        out["TS"] = _Chain(temperature=fit_temperature(logits, labels))
+    if "ETS" in methods:
+        out["ETS"] = _Chain(ets=fit_ets(logits, labels))
+    if any(m.startswith("DAC") for m in methods):
+        if scores is None:
+            raise InvalidArgumentError("DAC needs the held-out images' density scores (scores=...)")
+        dac = fit_dac(logits, labels, scores)
+        scaled = dac(logits, scores)
+        if "DAC+TS" in methods:
+            out["DAC+TS"] = _Chain(dac=dac, temperature=fit_temperature(scaled, labels))
+        if "DAC+ETS" in methods:
+            out["DAC+ETS"] = _Chain(dac=dac, ets=fit_ets(scaled, labels))
+    return out
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """DAC's per-sample temperature (if any), then one temperature or ETS: ``(logits, scores) -> logits``."""
+
+    dac: DensityTemperature | None = None
+    temperature: float | None = None
+    ets: EnsembleTemperature | None = None
+
+    def __call__(self, logits: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        if self.dac is not None:
+            if scores is None:
+                raise InvalidArgumentError("this calibrator is density-aware: pass the images' density scores")
+            logits = self.dac(logits, scores)
+        if self.temperature is not None:
+            logits = logits / self.temperature
+        return self.ets(logits) if self.ets is not None else logits
