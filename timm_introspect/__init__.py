@@ -32,11 +32,20 @@ from .apps.active import (
     run_active_learning,
 )
 from .apps.explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
+from .apps.predict import Calibration, ImagePrediction, calibration_for, predict_images
 from .core.classifier import ClassifierLayer, find_classifiers
 from .core.features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .core.introspect import Introspection, introspect, introspect_outputs
 from .core.losses import LOSSES, introspection_loss, list_losses, loss_delta, parse_loss, register_loss
-from .core.metrics import accuracy, brier_score, calibration_errors, classification_metrics, fit_temperature, nll
+from .core.metrics import (
+    accuracy,
+    brier_score,
+    calibration_errors,
+    classification_metrics,
+    fit_temperature,
+    nll,
+    reliability_bins,
+)
 from .core.reference import autograd_features
 from .core.scaling import (
     SCALINGS,
@@ -79,6 +88,7 @@ from .version import __version__
 
 __all__ = [
     "ActiveConfig",
+    "Calibration",
     "ActiveData",
     "CIFAR_ARCHS",
     "CheckpointError",
@@ -93,6 +103,7 @@ __all__ = [
     "FeatureScaler",
     "InputShapeError",
     "Introspection",
+    "ImagePrediction",
     "IntrospectionError",
     "IntrospectiveHead",
     "IntrospectiveMLP",
@@ -120,6 +131,7 @@ __all__ = [
     "autograd_features",
     "brier_score",
     "calibration_errors",
+    "calibration_for",
     "classification_metrics",
     "contrastive_cam",
     "conv1x1_weight_grad",
@@ -147,10 +159,12 @@ __all__ = [
     "nll",
     "parse_loss",
     "predict",
+    "predict_images",
     "register_loss",
     "register_net",
     "register_scaling",
     "register_strategy",
+    "reliability_bins",
     "resolve_backbone",
     "run_active_learning",
     "scale_features",

@@ -11,6 +11,7 @@ learning and explanations.
     timm-introspect ood --model runs/introspective --ood ../shared/data/ood/dtd gaussian uniform cifar10c
     timm-introspect active --strategy badge --via H --preset cpu --out runs/active-badge-H
     timm-introspect explain --model runs/introspective --images cat.png --contrast all --out maps/
+    timm-introspect predict --model runs/introspective --images cat.png ship.jpg --out predictions.json
 
 f (a trained timm classifier) is --backbone, a saved introspective model --model, an architecture to train
 --arch; subset sizes are --*-images; recipes are --preset. Every command runs under ``accelerate launch`` /
@@ -41,6 +42,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "timm_introspect.apps.active.cli": ("active",),
     "timm_introspect.apps.explain.cli": ("explain",),
     "timm_introspect.apps.ood.cli": ("ood",),
+    "timm_introspect.apps.predict.cli": ("predict",),
 }
 
 DEBUG_ENV = "TIMM_INTROSPECT_DEBUG"

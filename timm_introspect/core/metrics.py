@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError, InvalidArgumentError
 
-__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll"]
+__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll",
+           "reliability_bins"]
 
 
 def _labels(labels, logits: torch.Tensor) -> torch.Tensor:
@@ -49,8 +50,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(-1) == labels).float().mean().item()
 
 
-def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> tuple[float, float]:
-    """(ECE, MCE) of the softmax confidence with ``n_bins`` equal-width bins."""
+def _bins(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, ...]:
+    """Per confidence bin: the number of samples, and the sums of their confidences and of their correctness."""
     n_bins = _n_bins(n_bins)
     labels = _labels(labels, logits)
     probs = torch.softmax(logits.double(), -1)
@@ -58,8 +59,22 @@ def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int =
     correct = (predicted == labels).double()
     bins = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
     count = torch.bincount(bins, minlength=n_bins).double()
-    conf_sum = torch.bincount(bins, weights=confidence, minlength=n_bins)
-    acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
+    return (count, torch.bincount(bins, weights=confidence, minlength=n_bins),
+            torch.bincount(bins, weights=correct, minlength=n_bins))
+
+
+def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> dict[str, list[float]]:
+    """The reliability diagram ECE is computed from: per equal-width bin, the mean confidence and accuracy of its
+    samples (0 for an empty bin) and their number: ``{"confidence": [...], "accuracy": [...], "count": [...]}``."""
+    count, conf_sum, acc_sum = _bins(logits, labels, n_bins)
+    safe = count.clamp_min(1)
+    return {"confidence": (conf_sum / safe).tolist(), "accuracy": (acc_sum / safe).tolist(),
+            "count": [int(c) for c in count.tolist()]}
+
+
+def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 10) -> tuple[float, float]:
+    """(ECE, MCE) of the softmax confidence with ``n_bins`` equal-width bins."""
+    count, conf_sum, acc_sum = _bins(logits, labels, n_bins)
     nonempty = count > 0
     gaps = (acc_sum[nonempty] - conf_sum[nonempty]).abs() / count[nonempty]
     ece = (gaps * count[nonempty]).sum() / count.sum()

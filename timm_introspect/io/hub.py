@@ -74,7 +74,11 @@ class IntrospectionConfig:
     dataset: str | None = None
     #: the held-out clean images for temperature scaling: {"data", "split", "limit", "seed", "holdout"}
     calibration: dict[str, Any] | None = None
+    #: f's temperature and the OOD threshold fitted on those images (training.calibrate.Calibration); optional
+    fitted_calibration: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: the reliability diagrams of those results, {split: {model: {"confidence", "accuracy", "count"}}}; optional
+    reliability: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     timm_introspect_version: str = ""
     timm_version: str = ""
@@ -120,14 +124,15 @@ def _check_fields(data: dict[str, Any]) -> None:
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
                               or len(names) != data["num_classes"]):
         raise bad("label_names", f"null or a list of {data['num_classes']} strings")
-    for key in ("metrics", "introspective_net"):
+    for key in ("metrics", "introspective_net", "reliability"):
         if key in data and not isinstance(data[key], dict):
             raise bad(key, "an object")
     if isinstance(data.get("metrics"), dict) and not all(isinstance(v, dict) for v in data["metrics"].values()):
         raise CheckpointError(f"{INTROSPECTION_CONFIG} has metrics that are not objects ({{split: {{model: {{metric: "
                               "value}}}}}); save the model again")
-    if data.get("calibration") is not None and not isinstance(data["calibration"], dict):
-        raise bad("calibration", "null or an object")
+    for key in ("calibration", "fitted_calibration"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise bad(key, "null or an object")
 
 
 def download_files(
@@ -243,7 +248,8 @@ def introspection_config(head: HeadLike) -> IntrospectionConfig:
         classifiers=[{"name": c.name, "kind": c.kind, "shape": list(c.weight.shape)} for c in head.classifiers],
         scale=head.scaling, introspective_net=net_config(head.introspective_net), label_names=head.label_names,
         dataset=head.dataset, metrics=head.metrics, calibration=head.calibration, timm_introspect_version=__version__,
-        timm_version=timm.__version__,
+        timm_version=timm.__version__, fitted_calibration=getattr(head, "fitted_calibration", None),
+        reliability=getattr(head, "reliability", {}),
     )
 
 
@@ -337,6 +343,7 @@ def load_head(
         )
     load_strict(head, load_tensors(paths[INTROSPECTION_WEIGHTS]), INTROSPECTION_WEIGHTS, skip_prefix="model.")
     head.dataset, head.metrics, head.calibration = cfg.dataset, cfg.metrics, cfg.calibration
+    head.fitted_calibration, head.reliability = cfg.fitted_calibration, cfg.reliability
     return head.to(map_location)
 
 

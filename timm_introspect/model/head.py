@@ -109,20 +109,22 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         self.label_names = list(label_names) if label_names is not None else None
         #: evaluation results for the model card: {split: {"f" | "H" | ...: {metric: value}}}
         self.metrics: dict[str, dict[str, dict[str, float]]] = {}
+        #: their reliability diagrams, {split: {model: core.metrics.reliability_bins(...)}} (the card's figure)
+        self.reliability: dict[str, dict[str, dict[str, list[float]]]] = {}
         #: the dataset f and H were trained on (a Hub id or a name), for the model card
         self.dataset: str | None = None
-        #: held-out clean images neither f nor H saw, for temperature scaling (see robustness.calibration_images)
+        #: held-out clean images neither f nor H saw (robustness.calibration_images), and T and the OOD threshold
         self.calibration: dict[str, Any] | None = None
+        self.fitted_calibration: dict[str, Any] | None = None  # fitted on them (training.calibrate, evaluate_head)
 
     @classmethod
     def wrap(cls, model: nn.Module, **kwargs: Any) -> IntrospectiveHead:
         """Wrap a trained timm classifier; takes the constructor's arguments (see the class docstring)."""
         return cls(model, **kwargs)
 
-    # f stays in eval mode: train() only switches H (and anything else but f).
     def train(self, mode: bool = True) -> IntrospectiveHead:
         super().train(mode)
-        self.model.eval()
+        self.model.eval()  # f stays in eval mode: train() only switches H (and anything else but f)
         return self
 
     @property
@@ -223,9 +225,7 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
             module path to its ``(B, *W.shape)`` gradient.
         """
         features = self.introspect(x).features()
-        if len(features) == 1:
-            return next(iter(features.values()))
-        return features
+        return next(iter(features.values())) if len(features) == 1 else features
 
     def flat_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f's logits ``(B, N)`` and the raw features flattened and concatenated, ``(B, F)``."""

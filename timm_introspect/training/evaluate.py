@@ -17,11 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.introspect import eval_mode
-from ..core.metrics import classification_metrics, fit_temperature
+from ..core.metrics import classification_metrics, reliability_bins
 from ..data.images import batch_images, batch_labels
 from ..errors import DataError
 from ..log import tqdm
 from ..model.head import IntrospectiveHead
+from .calibrate import fit_calibration
 
 __all__ = ["evaluate_head", "predict"]
 
@@ -69,24 +70,32 @@ def evaluate_head(head: IntrospectiveHead | nn.Module, data: Any, calibration: A
         head: an introspective model (or a plain timm classifier f).
         data: labeled test images, any re-iterable of ``(images, labels)`` batches preprocessed for f.
         calibration: held-out labeled images neither f nor H trained on: f's temperature T is fitted on them
-            (NLL) and ``"f+TS"`` (f's logits / T) is reported too.
+            (NLL) and ``"f+TS"`` (f's logits / T) is reported too; for an introspective model, T and the OOD
+            threshold on H's energy (:func:`~timm_introspect.training.calibrate.fit_calibration`) are recorded in
+            ``head.fitted_calibration`` (saved with the model, read by :func:`timm_introspect.predict_images`).
         split: a name for ``data`` (e.g. ``"test"``): the metrics are recorded in ``head.metrics[split]``, which
             the model card shows.
         accelerator: to share one (default: a new ``Accelerator()``).
         progress: show progress bars.
 
     Returns:
-        ``{"f": {...}, "f+TS": {...}, "H": {...}}`` (the keys that apply).
+        ``{"f": {...}, "f+TS": {...}, "H": {...}}`` (the keys that apply). With ``split``, the bins of each one's
+        reliability diagram (:func:`~timm_introspect.core.metrics.reliability_bins`) go to ``head.reliability[split]``.
     """
     accelerator = accelerator or Accelerator()
     logits = predict(head, data, accelerator, progress)
-    metrics = {"f": classification_metrics(logits["f"], logits["labels"])}
+    labels = logits["labels"]
+    scored = {"f": logits["f"]}  # each model's logits on data
     if calibration is not None:
-        held = predict(head.model if isinstance(head, IntrospectiveHead) else head, calibration, accelerator, progress)
-        t = fit_temperature(held["f"], held["labels"])
-        metrics["f+TS"] = classification_metrics(logits["f"] / t, logits["labels"])
+        held = predict(head, calibration, accelerator, progress)
+        fitted = fit_calibration(held["f"], held["labels"], held.get("H"))
+        scored["f+TS"] = logits["f"] / fitted.temperature
+        if isinstance(head, IntrospectiveHead):
+            head.fitted_calibration = fitted.to_dict()
     if "H" in logits:
-        metrics["H"] = classification_metrics(logits["H"], logits["labels"])
+        scored["H"] = logits["H"]
+    metrics = {who: classification_metrics(z, labels) for who, z in scored.items()}
     if split is not None and isinstance(head, IntrospectiveHead):
         head.metrics = {**head.metrics, split: metrics}
+        head.reliability = {**head.reliability, split: {who: reliability_bins(z, labels) for who, z in scored.items()}}
     return metrics
