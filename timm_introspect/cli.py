@@ -11,6 +11,8 @@ learning and explanations.
     timm-introspect ood --model runs/introspective --ood ../shared/data/ood/dtd gaussian uniform cifar10c
     timm-introspect active --strategy badge --via H --preset cpu --out runs/active-badge-H
     timm-introspect explain --model runs/introspective --images cat.png --contrast all --out maps/
+    timm-introspect demo --model runs/introspective
+    timm-introspect space --model hf-hub:me/cifar10-introspective --out space/ --push me/cifar10-introspective-demo
     timm-introspect predict --model runs/introspective --images cat.png ship.jpg --out predictions.json
 
 f (a trained timm classifier) is --backbone, a saved introspective model --model, an architecture to train
@@ -43,6 +45,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "timm_introspect.apps.explain.cli": ("explain",),
     "timm_introspect.apps.ood.cli": ("ood",),
     "timm_introspect.apps.predict.cli": ("predict",),
+    "timm_introspect.apps.demo.cli": ("demo", "space"),
 }
 
 DEBUG_ENV = "TIMM_INTROSPECT_DEBUG"
