@@ -11,12 +11,20 @@ On the CPU recipe (``resnet10s_cifar``, ``backbone-cpu`` schedule), for each see
    seeded subset of test images). f's classifier is one linear layer, so r_x for any loss comes from them:
    the head's introspective pass from f's outputs (``IntrospectiveHead.introspect_outputs``), M and the
    scale from its one statistics routine (``fit_statistics``), as every other job fits them.
-3. Each variant trains an H on those features (``train_loop``, as ``train_head`` does) and is scored: f, f+TS
-   (T on the calibration half), H and H+TS (its own T on the same half), on clean test images, the mean over
-   the corrupted sets and severity 5.
+   The same pass keeps every stage's pooled features (``LayerFeatures``), and, for the "augmented" variant,
+   (z, h) of one AugMix copy of f's training images (``augmix_images``: no CIFAR-10-C operation).
+3. The post-hoc baselines, fitted on the calibration half only (``fit_calibrators``): f+TS, f+ETS, DAC+TS and
+   DAC+ETS, DAC's densities being k-NN distances (k = 50) to f's training images at every stage and the logits
+   (``DensityScorer``). The deep ensemble averages the probabilities of every seed's f on the same images (the
+   corrupted sets are drawn by ``--corruption-seed``, the same for every seed, so that the seeds' f see them).
+4. Each variant trains an H on those features (``train_loop``, as ``train_head`` does) and is scored with the same
+   calibrators applied to H's logits (H+TS, H+ETS, H+DAC+ETS: DAC with f's densities and H's logits), and
+   "f+H", the mean of f+TS's and H+TS's probabilities; on clean test images, the mean over the corrupted sets and
+   severity 5 (accuracy, ECE, NLL, Brier).
 
 Results go to ``<out>/seed<k>/<variant>.json`` as they finish (a killed run resumes), then
-``<out>/fidelity.json``, ``fidelity.md`` (mean and standard deviation over seeds) and plots.
+``<out>/fidelity.json``, ``fidelity.md`` (mean and standard deviation over seeds) and a plot
+(``fidelity_report.py``).
 
     python benchmarks/fidelity.py --data ../shared/data/cifar10 --frost-dir ../shared/data/cifar10c-frost \\
         --seeds 0 1 2 --out runs/fidelity --backbone 0=runs/main/backbone
@@ -33,15 +41,19 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from fidelity_report import aggregate, markdown, plot
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from timm_introspect import IntrospectiveHead, create_net
 from timm_introspect.apps.active.views import backbone_outputs
-from timm_introspect.core.metrics import classification_metrics, fit_temperature
+from timm_introspect.core.calibration import fit_calibrators
+from timm_introspect.core.metrics import classification_metrics
+from timm_introspect.data.augmix import augmix_images
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt
 from timm_introspect.data.images import load_images
 from timm_introspect.jobs.plots import pyplot
+from timm_introspect.model.density import DensityScorer, LayerFeatures
 from timm_introspect.training.loop import Schedule, make_accelerator, train_loop
 from timm_introspect.training.pipeline import load_backbone, train_backbone
 from timm_introspect.training.recipes import PRESETS
@@ -53,6 +65,8 @@ VARIANTS: dict[str, dict] = {
     "paper": {},
     "held-out features": dict(source="heldout"),
     "standardized": dict(scale="standard"),
+    "augmented": dict(scale="standard", source="train+aug"),
+    "train+held-out": dict(scale="standard", source="train+heldout"),
     "no scaling": dict(scale="none"),
     "CE-M": dict(loss="ce-M"),
     "MSE (c=1)": dict(loss="mse"),
@@ -65,8 +79,8 @@ VARIANTS: dict[str, dict] = {
     "ReLU": dict(act="ReLU"),
     "factorized": dict(net="factorized"),
 }
-MODELS = ("f", "f+TS", "H", "H+TS")
 KEYS = ("accuracy", "ece", "nll", "brier")
+DEFAULT_VARIANTS = ("standardized", "paper", "augmented", "train+held-out")
 
 
 def parse_args(argv=None):
@@ -75,12 +89,22 @@ def parse_args(argv=None):
     p.add_argument("--frost-dir", default=None, help="frost overlays; without them frost is left out")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--backbone", action="append", default=[], help="SEED=DIR: reuse f trained by `run --seed SEED`")
-    p.add_argument("--variants", nargs="*", default=None, help=f"default: all of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS),
+                   help=f"H variants, of: {', '.join(VARIANTS)} (default: {', '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--corruption-images", type=int, default=500, help="test images each corrupted set is made from")
+    p.add_argument("--corruption-seed", type=int, default=0,
+                   help="draws the corrupted sets, the same for every seed (so that the deep ensemble can be scored)")
+    p.add_argument("--knn-k", type=int, default=50, help="DAC's neighbour (its CIFAR-10 setting: 50)")
     p.add_argument("--label-smoothing", type=float, default=None,
                    help="f's label smoothing (default: the CPU recipe's, 0 as the paper's f; the first study: 0.1)")
     p.add_argument("--out", required=True)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.corruption_images < 1 or args.knn_k < 1:
+        p.error("--corruption-images and --knn-k must be at least 1")
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    return args
 
 
 @torch.no_grad()
@@ -104,7 +128,8 @@ def backbone_for(seed: int, args, train) -> torch.nn.Module:
 
 
 def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch.Tensor]:
-    """z, h and labels of every set for this seed's f, computed once (``outputs.safetensors``)."""
+    """z, h, labels and every stage's pooled features of every set for this seed's f, computed once
+    (``outputs.safetensors``), and DAC's per-layer densities (``<set>:s``)."""
     path = Path(args.out) / f"seed{seed}" / "outputs.safetensors"
     if path.is_file():
         return safetensors.torch.load_file(str(path))
@@ -112,28 +137,88 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
     f_train, held = train.split_holdout(0.1, seed)
     held_h, held_t = held.split_holdout(0.5, seed)
     sets = {"train": f_train.arrays(), "heldout": held_h.arrays(), "calib": held_t.arrays()}
+    sets["aug"] = (augmix_images(sets["train"][0], seed), sets["train"][1])
     clean, labels = test.arrays()
     sets["test"] = (clean, labels)
-    subset = np.sort(np.random.default_rng(seed).permutation(len(labels))[: args.corruption_images])
+    cs = args.corruption_seed
+    subset = np.sort(np.random.default_rng(cs).permutation(len(labels))[: args.corruption_images])
     for c in tqdm(corruptions, desc=f"seed {seed}: CIFAR-10-C"):
         for s in range(1, 6):
-            rng = np.random.default_rng([seed, CORRUPTIONS.index(c), s])
+            rng = np.random.default_rng([cs, CORRUPTIONS.index(c), s])
             sets[f"{c}/{s}"] = (corrupt(clean[subset], c, s, rng, frost_dir=args.frost_dir), labels[subset])
-    tensors = {}
+    tensors, layers = {}, LayerFeatures(model)
     for name, (images, y) in tqdm(sets.items(), desc=f"seed {seed}: f's outputs"):
-        z, h = backbone_outputs(model, images)  # f's logits and its classifier's input, eval mode
+        with layers.capture() as got:
+            z, h = backbone_outputs(model, images)  # f's logits and its classifier's input, eval mode
         tensors.update({f"{name}:z": z, f"{name}:h": h, f"{name}:y": torch.as_tensor(y)})
+        if name != "aug":
+            tensors.update({f"{name}:L{i}": f for i, f in enumerate(got.features(z))})
+    n_layers = len(layers.layers) + 1
+    scorer = DensityScorer(args.knn_k).fit([tensors[f"train:L{i}"] for i in range(n_layers)])
+    for name in sets:
+        if name not in ("train", "aug"):
+            tensors[f"{name}:s"] = scorer([tensors[f"{name}:L{i}"] for i in range(n_layers)])
+    for key in [k for k in tensors if ":L" in k and not k.startswith("train:")]:
+        del tensors[key]  # the bank stays (for other k); the others' densities are kept
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return tensors
+
+
+def corrupted_sets(data: dict[str, torch.Tensor]) -> list[str]:
+    return sorted({k.split(":")[0] for k in data if "/" in k})
+
+
+def score_sets(logits_of, data: dict[str, torch.Tensor]) -> dict:
+    """Metrics of ``logits_of(set) -> logits`` on the clean test set, the mean over corrupted sets, severity 5."""
+    sets = corrupted_sets(data)
+    per = {k: classification_metrics(logits_of(k), data[f"{k}:y"]) for k in sets}
+
+    def mean_of(keys):
+        return {m: float(np.mean([per[s][m] for s in keys])) for m in KEYS}
+
+    return {"clean": classification_metrics(logits_of("test"), data["test:y"]), "corrupted": mean_of(sets),
+            "severity5": mean_of([s for s in sets if s.endswith("/5")]), "sets": len(sets)}
+
+
+def calibrated(name: str, logits_of, data: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """``name`` and its post-hoc calibrations (fitted on the calibration half), scored on every set."""
+    cal = fit_calibrators(logits_of("calib"), data["calib:y"], data["calib:s"])
+    out = {name: score_sets(logits_of, data)}
+    for method, fn in cal.items():
+        label = f"{name}+{method}" if name != "f" or not method.startswith("DAC") else method
+        out[label] = score_sets(lambda k, fn=fn: fn(logits_of(k), data[f"{k}:s"]), data)
+    return out
+
+
+def baselines(seed: int, data: dict[str, torch.Tensor], out: Path) -> dict:
+    """f and its post-hoc calibrations (``baselines.json``)."""
+    path = out / "baselines.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = {"seed": seed, "methods": calibrated("f", lambda k: data[f"{k}:z"], data)}
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def ensemble(all_data: list[dict[str, torch.Tensor]]) -> dict:
+    """The deep ensemble of the seeds' f: the mean of their softmax probabilities on the same images."""
+    for d in all_data[1:]:
+        if not torch.equal(d["test:y"], all_data[0]["test:y"]) or corrupted_sets(d) != corrupted_sets(all_data[0]):
+            raise SystemExit("the seeds' corrupted sets differ: run every seed with the same --corruption-seed")
+
+    def logits_of(k):
+        return torch.stack([F.softmax(d[f"{k}:z"].double(), 1) for d in all_data]).mean(0).log().float()
+
+    return {f"ensemble of {len(all_data)} f": score_sets(logits_of, all_data[0])}
 
 
 def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, out: Path,
                 model: torch.nn.Module) -> dict:
     """Train and score one variant's H on the cached (z, h) of f (``model``): r_x, M and the scale come from the
     head's own introspective pass from f's outputs and its one statistics routine."""
-    source = cfg["source"]
-    z, h, y = data[f"{source}:z"], data[f"{source}:h"], data[f"{source}:y"]
+    sources = cfg["source"].split("+")
+    z, h, y = (torch.cat([data[f"{s}:{k}"] for s in sources]) for k in "zhy")
     num_classes, dim = z.shape[1], h.shape[1]
     kwargs = dict(hidden=cfg["hidden"], act_layer=cfg["act"])
     if cfg["drop"]:
@@ -159,83 +244,20 @@ def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, 
     t0 = time.perf_counter()
     net = train_loop(accelerator, net, loader, loss_fn, schedule, None, f"H {name}").eval()
     train_s = time.perf_counter() - t0
+    with torch.no_grad():
+        h_logits = {k: net(head.net_inputs(head.introspect_outputs(data[f"{k}:z"], data[f"{k}:h"])))
+                    for k in ["calib", "test", *corrupted_sets(data)]}
+    methods = calibrated("H", h_logits.__getitem__, data)
+    ts_f = fit_calibrators(data["calib:z"], data["calib:y"], methods=["TS"])["TS"]
+    ts_h = fit_calibrators(h_logits["calib"], data["calib:y"], methods=["TS"])["TS"]
 
-    @torch.no_grad()
-    def h_logits(key: str) -> torch.Tensor:
-        return net(head.net_inputs(head.introspect_outputs(data[f"{key}:z"], data[f"{key}:h"])))
+    def mixed(k):  # f and H together: the mean of f+TS's and H+TS's probabilities
+        p = (F.softmax(ts_f(data[f"{k}:z"]).double(), 1) + F.softmax(ts_h(h_logits[k]).double(), 1)) / 2
+        return p.log().float()
 
-    t_f = fit_temperature(data["calib:z"], data["calib:y"])
-    t_h = fit_temperature(h_logits("calib"), data["calib:y"])
-
-    def score(key: str) -> dict:
-        zf, zh, labels = data[f"{key}:z"], h_logits(key), data[f"{key}:y"]
-        return {"f": classification_metrics(zf, labels), "f+TS": classification_metrics(zf / t_f, labels),
-                "H": classification_metrics(zh, labels), "H+TS": classification_metrics(zh / t_h, labels)}
-
-    sets = sorted({k.split(":")[0] for k in data if "/" in k})
-    corrupted = {k: score(k) for k in sets}
-
-    def mean_of(keys):
-        return {m: {k: float(np.mean([corrupted[s][m][k] for s in keys])) for k in KEYS} for m in MODELS}
-
-    return {"variant": name, "seed": seed, "config": cfg, "target": target, "T_f": t_f, "T_H": t_h,
-            "train_seconds": train_s, "H_train_images": len(y), "clean": score("test"),
-            "corrupted": mean_of(sets), "severity5": mean_of([s for s in sets if s.endswith("/5")]),
-            "sets": len(sets)}
-
-
-def aggregate(results: list[dict]) -> dict:
-    table: dict = {}
-    for r in results:
-        for part in ("clean", "corrupted", "severity5"):
-            for m in MODELS:
-                for k in KEYS:
-                    table.setdefault(r["variant"], {}).setdefault(part, {}).setdefault(m, {}).setdefault(k, []).append(
-                        r[part][m][k])
-    return {v: {p: {m: {k: (float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, len(x))
-                            for k, x in ks.items()}
-                    for m, ks in ms.items()} for p, ms in parts.items()} for v, parts in table.items()}
-
-
-def markdown(agg: dict) -> str:
-    head = ("| H variant | clean acc f | clean acc H | C acc f | C acc H | C ECE f | C ECE f+TS | C ECE H | C ECE H+TS "
-            "| C NLL f+TS | C NLL H | sev5 acc f | sev5 acc H | sev5 ECE f+TS | sev5 ECE H |")
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-
-    def cell(v, part, m, k):
-        mean, std, _ = agg[v][part][m][k]
-        return f"{mean:.4f} ± {std:.4f}" if k != "accuracy" else f"{100 * mean:.2f} ± {100 * std:.2f}"
-
-    for v in agg:
-        cells = [cell(v, "clean", "f", "accuracy"), cell(v, "clean", "H", "accuracy"),
-                 cell(v, "corrupted", "f", "accuracy"), cell(v, "corrupted", "H", "accuracy"),
-                 cell(v, "corrupted", "f", "ece"), cell(v, "corrupted", "f+TS", "ece"),
-                 cell(v, "corrupted", "H", "ece"), cell(v, "corrupted", "H+TS", "ece"),
-                 cell(v, "corrupted", "f+TS", "nll"), cell(v, "corrupted", "H", "nll"),
-                 cell(v, "severity5", "f", "accuracy"), cell(v, "severity5", "H", "accuracy"),
-                 cell(v, "severity5", "f+TS", "ece"), cell(v, "severity5", "H", "ece")]
-        lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(agg: dict, out: Path) -> str:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, part in zip(axes, ("clean", "corrupted"), strict=True):
-        for v in agg:
-            acc = agg[v][part]["H"]["accuracy"]
-            ece = agg[v][part]["H"]["ece"]
-            ax.errorbar(acc[0], ece[0], xerr=acc[1], yerr=ece[1], fmt="o", ms=4, capsize=2)
-            ax.annotate(v, (acc[0], ece[0]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        first = next(iter(agg))
-        for m, marker, color in (("f", "s", "tab:red"), ("f+TS", "D", "tab:orange")):
-            acc, ece = agg[first][part][m]["accuracy"], agg[first][part][m]["ece"]
-            ax.errorbar(acc[0], ece[0], xerr=acc[1], yerr=ece[1], fmt=marker, color=color, ms=7, label=m, capsize=2)
-        ax.set(xlabel="accuracy", ylabel="ECE", title=f"H variants vs f ({part}; mean ± std over seeds)")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "fidelity.png", dpi=120)
-    return "fidelity.png"
+    methods["f+H"] = score_sets(mixed, data)
+    return {"variant": name, "seed": seed, "config": cfg, "target": target, "train_seconds": train_s,
+            "H_train_images": len(y), "methods": methods}
 
 
 def main(argv=None) -> dict:
@@ -244,12 +266,13 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     pyplot()  # matplotlib is there before any work starts
     corruptions = [c for c in CORRUPTIONS if c != "frost" or args.frost_dir]
-    names = args.variants or list(VARIANTS)
     train, test = load_images(args.data, "train"), load_images(args.data, "test")
-    results = []
+    results, all_data = [], []
     for seed in args.seeds:
         data = cached_outputs(seed, args, train, test, corruptions)
-        for name in names:
+        all_data.append({k: v for k, v in data.items() if k.endswith((":z", ":y"))})
+        results.append({"variant": "baselines", **baselines(seed, data, out / f"seed{seed}")})
+        for name in args.variants:
             path = out / f"seed{seed}" / f"{name.replace(' ', '_').replace('/', '-')}.json"
             if path.is_file():
                 results.append(json.loads(path.read_text()))
@@ -258,16 +281,18 @@ def main(argv=None) -> dict:
                                  backbone_for(seed, args, train).eval())
             path.write_text(json.dumps(result, indent=2))
             results.append(result)
-            c = result["corrupted"]
-            print(f"seed {seed} {name:18s} clean acc f {result['clean']['f']['accuracy']:.4f} "
-                  f"H {result['clean']['H']['accuracy']:.4f} | C acc f {c['f']['accuracy']:.4f} "
-                  f"H {c['H']['accuracy']:.4f} | C ECE f {c['f']['ece']:.4f} f+TS {c['f+TS']['ece']:.4f} "
-                  f"H {c['H']['ece']:.4f} ({result['train_seconds']:.0f} s)", flush=True)
+            m = result["methods"]
+            print(f"seed {seed} {name:18s} " + " | ".join(
+                f"{k} C acc {m[k]['corrupted']['accuracy']:.4f} ECE {m[k]['corrupted']['ece']:.4f}"
+                for k in ("H", "H+TS", "H+DAC+ETS")) + f" ({result['train_seconds']:.0f} s)", flush=True)
+        del data
+    ens = ensemble(all_data) if len(all_data) > 1 else {}
     agg = aggregate(results)
-    (out / "fidelity.json").write_text(json.dumps({"args": vars(args), "aggregate": agg, "runs": results}, indent=2))
-    table = markdown(agg)
+    (out / "fidelity.json").write_text(json.dumps({"args": vars(args), "aggregate": agg, "ensemble": ens,
+                                                   "runs": results}, indent=2))
+    table = markdown(agg, ens)
     (out / "fidelity.md").write_text(table + "\n")
-    plot(agg, out)
+    plot(agg, ens, out)
     print(table)
     return agg
 

@@ -140,13 +140,15 @@ def test_the_fidelity_study_reads_r_x_through_the_pass(monkeypatch, tmp_path):
     spec = importlib.util.spec_from_file_location("fidelity_study", path)
     fidelity = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "fidelity_study", fidelity)
+    monkeypatch.syspath_prepend(str(path.parent))  # its report module
     spec.loader.exec_module(fidelity)
     model = _model()
     data = {}
     for i, key in enumerate(["train", "calib", "test", "noise/5"]):
         with torch.no_grad():
             h = model.forward_head(model.forward_features(_x(12, i)), pre_logits=True)
-        data.update({f"{key}:z": model.get_classifier()(h), f"{key}:h": h, f"{key}:y": torch.arange(12) % 3})
+        data.update({f"{key}:z": model.get_classifier()(h), f"{key}:h": h, f"{key}:y": torch.arange(12) % 3,
+                     f"{key}:s": torch.rand(12, 2, generator=torch.Generator().manual_seed(i))})
     cfg = {**fidelity.PAPER, "epochs": 1, "hidden": (8,)}
 
     def run() -> dict:
@@ -156,5 +158,5 @@ def test_the_fidelity_study_reads_r_x_through_the_pass(monkeypatch, tmp_path):
     plain = run()
     monkeypatch.setattr(IntrospectiveHead, "introspect_outputs", _negated(IntrospectiveHead.introspect_outputs))
     tampered = run()
-    assert plain["clean"]["f"] == tampered["clean"]["f"]  # f is not introspected
-    assert plain["clean"]["H"] != tampered["clean"]["H"]
+    assert plain["methods"]["H"]["clean"] != tampered["methods"]["H"]["clean"]
+    assert plain["methods"]["H+DAC+ETS"]["clean"] != tampered["methods"]["H+DAC+ETS"]["clean"]

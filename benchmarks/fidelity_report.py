@@ -1,0 +1,75 @@
+"""The fidelity study's table and plot: every method's mean ± std over seeds (``fidelity.py`` writes the runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from timm_introspect.jobs.plots import pyplot
+
+PARTS = ("clean", "corrupted", "severity5")
+#: the columns of the table: (part, metric)
+COLUMNS = (("clean", "accuracy"), ("clean", "ece"), ("clean", "nll"), ("corrupted", "accuracy"),
+           ("corrupted", "ece"), ("corrupted", "nll"), ("corrupted", "brier"), ("severity5", "accuracy"),
+           ("severity5", "ece"), ("severity5", "nll"))
+BASELINES = ("f", "f+TS", "f+ETS", "DAC+TS", "DAC+ETS")
+
+
+def method_name(method: str, variant: str) -> str:
+    return method if variant == "baselines" else f"{method} [{variant}]"
+
+
+def aggregate(results: list[dict]) -> dict:
+    """``{method: {part: {metric: (mean, std (ddof=1), seeds)}}}`` over the runs of every seed."""
+    values: dict = {}
+    for r in results:
+        for method, parts in r["methods"].items():
+            for part in PARTS:
+                for key, v in parts[part].items():
+                    values.setdefault(method_name(method, r["variant"]), {}).setdefault(part, {}).setdefault(
+                        key, []).append(v)
+    return {m: {p: {k: (float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, len(x))
+                    for k, x in ks.items()} for p, ks in parts.items()} for m, parts in values.items()}
+
+
+def _cell(stat, metric: str) -> str:
+    mean, std, n = stat if len(stat) == 3 else (*stat, 1)
+    if metric == "accuracy":
+        return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+
+
+def markdown(agg: dict, ensemble: dict | None = None) -> str:
+    """One row per method (baselines first), mean ± std over seeds; the deep ensemble (one run) last."""
+    head = "| method | " + " | ".join(f"{p} {'acc' if k == 'accuracy' else k.upper()}" for p, k in COLUMNS) + " |"
+    lines = [head.replace("corrupted", "C").replace("severity5", "sev5"), "|" + " --- |" * (len(COLUMNS) + 1)]
+    order = [m for m in BASELINES if m in agg] + [m for m in agg if m not in BASELINES]
+    for m in order:
+        lines.append(f"| {m} | " + " | ".join(_cell(agg[m][p][k], k) for p, k in COLUMNS) + " |")
+    for m, parts in (ensemble or {}).items():
+        lines.append(f"| {m} | " + " | ".join(_cell((parts[p][k], 0.0, 1), k) for p, k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot(agg: dict, ensemble: dict | None, out: Path) -> str:
+    """Accuracy against ECE on the corrupted sets (left) and clean images (right), every method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, part in zip(axes, ("corrupted", "clean"), strict=True):
+        for m, parts in agg.items():
+            acc, ece = parts[part]["accuracy"], parts[part]["ece"]
+            base = m in BASELINES
+            ax.errorbar(100 * acc[0], ece[0], xerr=100 * acc[1], yerr=ece[1], fmt="s" if base else "o",
+                        ms=6 if base else 4, capsize=2, color="tab:red" if base else None)
+            ax.annotate(m, (100 * acc[0], ece[0]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        for m, parts in (ensemble or {}).items():
+            ax.plot(100 * parts[part]["accuracy"], parts[part]["ece"], "*", ms=12, color="black")
+            ax.annotate(m, (100 * parts[part]["accuracy"], parts[part]["ece"]), fontsize=7, xytext=(3, 2),
+                        textcoords="offset points")
+        ax.set(xlabel="accuracy (%)", ylabel="ECE", title=f"{part} (mean ± std over seeds; squares: baselines)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "fidelity.png", dpi=120)
+    plt.close(fig)
+    return "fidelity.png"
