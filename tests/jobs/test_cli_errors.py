@@ -69,10 +69,12 @@ COMMANDS = {
     "active": ["--strategy", "entropy", "--data", "some/data"],
     "explain": ["--backbone", "resnet18", "--images", "{image}"],
     "ood": ["--model", "runs/h", "--ood", "gaussian"],
+    "predict": ["--model", "runs/h", "--images", "{image}"],
 }
 #: an --out of the wrong kind for each command
 WRONG_KIND = {"train-backbone": "model", "fit": "backbone", "run": "model", "cifar10c": "model", "imagenetc": "model",
-              "active": "model", "explain": "backbone", "ood": "model"}
+              "active": "model", "explain": "backbone", "ood": "model",
+              "predict": "model"}
 
 #: bad numbers and choices, refused before any work
 BAD_ARGUMENTS = [
@@ -90,6 +92,11 @@ BAD_ARGUMENTS = [
     ["active", "--strategy", "entropy", "--out", "o", "--rounds", "-1"],
     ["ood", "--model", "m", "--ood", "gaussian", "--k", "0"],
     ["explain", "--backbone", "resnet18", "--images", "x.png", "--out", "o", "--columns", "0"],
+    ["predict", "--model", "m", "--images", "x.png", "--top-k", "0"],
+    ["predict", "--model", "m", "--images", "x.png", "--batch-size", "-1"],
+    ["predict", "--model", "hf-hub:a/b/c", "--images", "x.png"],
+    ["predict", "--model", "m", "--images", "x.png", "--out", "results.txt"],
+    ["predict", "--model", "m", "--images", "x.png", "--out", f"{READ_ONLY}/results.json"],
 ]
 
 

@@ -86,7 +86,8 @@ def read_image(image: ImageInput, name: str) -> Image.Image:
 
 def expand_folders(sources: Sequence[str | Path]) -> list[Path]:
     """Paths of image files: a folder stands for the image files in it (by their extension, sorted by name, not
-    recursive); a file is taken as given (and refused later if it is no image)."""
+    recursive); a file is taken as given (refused when read if it is no image). A missing path or one that is
+    neither a folder nor a regular file raises :class:`DataError` now, before any model is loaded."""
     extensions = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     out: list[Path] = []
     for source in sources:
@@ -96,6 +97,9 @@ def expand_folders(sources: Sequence[str | Path]) -> list[Path]:
             if not found:
                 raise DataError(f"the folder {str(path)!r} holds no image files (PNG, JPEG, ...)")
             out.extend(found)
+        elif not path.is_file():
+            raise DataError(f"image {str(path)!r} " + ("does not exist" if not path.exists() else
+                                                       "is not a regular file (a FIFO or a device): pass image files"))
         else:
             out.append(path)
     return out
