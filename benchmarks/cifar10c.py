@@ -51,7 +51,7 @@ from timm_introspect.data.outputs import prepare_output
 from timm_introspect.io.backbones import HF_HUB_PREFIX
 from timm_introspect.jobs.args import OneLineParser, deprecated, positive, run_script, severity
 from timm_introspect.jobs.plots import corruption_plots, pyplot
-from timm_introspect.jobs.robustness import calibration_images, corruption_benchmark, summary_table
+from timm_introspect.jobs.robustness import calibration_images, corruption_benchmark, summary_table, training_images
 
 QUICK_CORRUPTIONS = ("gaussian_noise", "glass_blur", "contrast", "jpeg_compression")
 GENERATOR = {"cifar10c": "cifar10", "imagenetc": "imagenet"}  # --dataset -> the parameters corrupt() uses
@@ -78,6 +78,8 @@ def parse_args(argv=None):
                    help=f"quick: {len(QUICK_CORRUPTIONS)} corruptions, 500 images")
     deprecated(p, "--quick", "--preset quick", flag=True, const="quick")
     p.add_argument("--batch-size", type=positive, default=256)
+    p.add_argument("--no-dac", action="store_true",
+                   help="leave DAC out (it needs f's training images, rebuilt from the model's record)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -143,20 +145,26 @@ def main(argv=None) -> dict:
         def sets(c: str, s: int) -> tuple[np.ndarray, np.ndarray]:
             # labels: the index of each wnid among the sorted ones, ImageNet-1k's class order (ImageFolder's)
             return load_imagenet_c(args.corrupted, c, s, limit=limit, seed=args.seed)  # decodes only those
+    training = None  # DAC's k-NN densities need f's training images: those the model records, at f's size
+    if args.calibration_holdout is None and not args.no_dac:
+        training = training_images(head).arrays(model=head.model)[0]
+        if training.shape[1:3] != clean.shape[1:3]:
+            training = None
     results = corruption_benchmark(head, clean, labels, calibration, corruptions, args.severities, sets=sets,
                                    seed=args.seed, frost_dir=args.frost_dir, batch_size=args.batch_size,
-                                   dataset=GENERATOR[args.dataset])
+                                   dataset=GENERATOR[args.dataset], training=training)
     results.update(model=str(args.model), data=args.data, split=args.split, dataset=args.dataset,
                    sets_from=args.corrupted or "generated", seconds=time.perf_counter() - t0)
     (out / "results.json").write_text(json.dumps(results, indent=2))  # before anything that can fail after it
     table = summary_table(results, ("accuracy", "ece", "mce", "nll", "brier"))
-    lines = [f"# f vs f+TS vs H on {TITLE[args.dataset]} ({len(results['corrupted'])} sets of {len(clean)} images; "
-             f"T = {results['temperature']:.3f})", "", table, "",
-             "| corruption | severity | acc f | acc f+TS | acc H | ECE f | ECE f+TS | ECE H |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    models = results["models"]
+    lines = [f"# {' vs '.join(models)} on {TITLE[args.dataset]} ({len(results['corrupted'])} sets of {len(clean)} "
+             f"images; T = {results['temperature']:.3f})", "", table, "",
+             "| corruption | severity | " + " | ".join(f"acc {m}" for m in models) + " | "
+             + " | ".join(f"ECE {m}" for m in models) + " |", "| --- | --- |" + " --- |" * (2 * len(models))]
     for r in results["corrupted"]:
-        accs = " | ".join(f"{r[m]['accuracy']:.4f}" for m in ("f", "f+TS", "H"))
-        eces = " | ".join(f"{r[m]['ece']:.4f}" for m in ("f", "f+TS", "H"))
+        accs = " | ".join(f"{r[m]['accuracy']:.4f}" for m in models)
+        eces = " | ".join(f"{r[m]['ece']:.4f}" for m in models)
         lines.append(f"| {r['corruption']} | {r['severity']} | {accs} | {eces} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     results["plots"] = corruption_plots(results, out)

@@ -1,4 +1,5 @@
-"""The main job: train f with a held-out split, fit H, and compare f, f+TS and H on clean and corrupted images.
+"""The main job: train f with a held-out split, fit H, and compare f, its post-hoc calibrations (TS, ETS, DAC)
+and H on clean and corrupted images.
 
 ``timm-introspect run`` calls :func:`run`; the pieces are the jobs of :mod:`timm_introspect.training.pipeline` and
 the comparison of :mod:`timm_introspect.jobs.robustness`.
@@ -84,7 +85,8 @@ def run(
         clean, labels = test.arrays()
         subset = np.sort(np.random.default_rng(seed).permutation(len(labels))[:corruption_images])
         bench = corruption_benchmark(head, clean[subset], labels[subset], calibration_images(head).arrays(),
-                                     corruptions, seed=seed, frost_dir=frost_dir, clean_eval=(clean, labels))
+                                     corruptions, seed=seed, frost_dir=frost_dir, clean_eval=(clean, labels),
+                                     training=f_train.arrays()[0])  # DAC's densities: f's training images
         result["robustness"] = bench
         result["metrics"] = bench["clean"]
         result["table"] = summary_table(bench)

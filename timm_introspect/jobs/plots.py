@@ -29,8 +29,10 @@ def corruption_plots(results: dict, out: str | Path) -> list[str]:
     plt = pyplot()
     out = Path(out)
 
-    models = ("f", "f+TS", "H")
-    colors = {"f": "tab:red", "f+TS": "tab:orange", "H": "tab:blue"}
+    models = tuple(results.get("models", ("f", "f+TS", "H")))
+    palette = {"f": "tab:red", "f+TS": "tab:orange", "f+ETS": "tab:olive", "DAC+TS": "tab:purple",
+               "DAC+ETS": "tab:brown", "H": "tab:blue"}
+    colors = {m: palette.get(m, f"C{i}") for i, m in enumerate(models)}
     sets = results["corrupted"]
     names = []
 

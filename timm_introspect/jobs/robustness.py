@@ -1,11 +1,14 @@
-"""f, temperature-scaled f and H on clean and corrupted images: what the main job and the benchmark report.
+"""f, post-hoc calibrated f and H on clean and corrupted images: what the main job and the benchmark report.
 
 :func:`corruption_benchmark` scores a saved introspective model on the clean test images and on every
 corruption x severity of CIFAR-10-C (generated on the fly from those images, or given), with
 
-    f       the backbone's softmax
-    f+TS    f with temperature scaling, T fitted on held-out clean images that neither f nor H saw
-    H       the introspective network
+    f        the backbone's softmax
+    f+TS     f with temperature scaling, T fitted on held-out clean images that neither f nor H saw
+    f+ETS    ensemble temperature scaling (Zhang et al., 2020), fitted on the same images
+    DAC+TS   density-aware calibration (Tomani et al., 2023) then TS; and DAC+ETS: both need f's training
+             images (k-NN densities at every stage of f), given as ``training``
+    H        the introspective network
 
 :func:`calibration_images` rebuilds those held-out images from what the model records, and refuses a
 model that records none. :func:`summary_table` prints the comparison (clean, mean over corruptions,
@@ -20,17 +23,20 @@ import numpy as np
 import torch
 from timm.data import resolve_model_data_config
 
-from ..core.metrics import classification_metrics, fit_temperature
+from ..core.calibration import fit_calibrators
+from ..core.metrics import classification_metrics
 from ..data.augment import BatchAugment
 from ..data.images import LabeledImages, load_images
 from ..errors import DataError, InvalidArgumentError
 from ..log import tqdm
+from ..model.density import DensityScorer, LayerFeatures
 from ..model.head import IntrospectiveHead
 
 __all__ = ["MODELS", "calibration_images", "corruption_benchmark", "normalized_batches", "predict_arrays",
-           "summary_table"]
+           "summary_table", "training_images"]
 
-MODELS = ("f", "f+TS", "H")
+#: every model the benchmark can score, in table order (the DAC ones only when f's training images are given)
+MODELS = ("f", "f+TS", "f+ETS", "DAC+TS", "DAC+ETS", "H")
 _KEYS = ("accuracy", "ece", "mce", "nll", "brier")
 
 
@@ -77,8 +83,27 @@ def calibration_images(head: IntrospectiveHead) -> LabeledImages:
     return images.split_holdout(record["holdout"], record["seed"])[1]
 
 
-def _means(rows: list[dict]) -> dict[str, dict[str, float]]:
-    return {m: {k: float(np.mean([r[m][k] for r in rows])) for k in _KEYS} for m in MODELS}
+def training_images(head: IntrospectiveHead) -> LabeledImages:
+    """f's training images, rebuilt from the held-out record (the complement of :func:`calibration_images`)."""
+    calibration_images(head)  # the same checks
+    record = head.calibration
+    images = load_images(record["data"], record["split"], limit=record.get("limit"), seed=record["seed"],
+                         classes=record.get("classes"))
+    return images.split_holdout(record["holdout"], record["seed"])[0]
+
+
+@torch.no_grad()
+def _stage_features(model: torch.nn.Module, layers: LayerFeatures, images: np.ndarray,
+                    batch_size: int) -> list[torch.Tensor]:
+    device = next(model.parameters()).device
+    with layers.capture() as got:
+        logits = torch.cat([model.eval()(x.to(device)).float().cpu() for x in normalized_batches(model, images,
+                                                                                                 batch_size)])
+    return [f.cpu() for f in got.features(logits)]
+
+
+def _means(rows: list[dict], models: Sequence[str]) -> dict[str, dict[str, float]]:
+    return {m: {k: float(np.mean([r[m][k] for r in rows])) for k in _KEYS} for m in models}
 
 
 def corruption_benchmark(
@@ -95,8 +120,10 @@ def corruption_benchmark(
     progress: bool = True,
     clean_eval: tuple[np.ndarray, np.ndarray] | None = None,
     dataset: str = "cifar10",
+    training: np.ndarray | None = None,
+    knn_k: int = 50,
 ) -> dict:
-    """Metrics of f, f+TS and H on ``clean`` and on each corruption x severity.
+    """Metrics of f, f+TS, f+ETS, DAC+TS, DAC+ETS and H on ``clean`` and on each corruption x severity.
 
     Args:
         clean, labels: uint8 test images ``(n, H, W, 3)`` and their labels.
@@ -110,20 +137,42 @@ def corruption_benchmark(
         dataset: whose generator's parameters make the sets: ``"cifar10"`` (CIFAR-10-C, 32 px) or
             ``"imagenet"`` (ImageNet-C, 224 px images, e.g. from
             :func:`~timm_introspect.data.cifar10c.imagenet_preprocess`).
+        training: f's training images (uint8, as ``clean``; :func:`training_images`): with them DAC+TS and
+            DAC+ETS are scored too, from k-NN densities (``knn_k``) at every stage of f.
     """
     from ..data.cifar10c import COMMON, CORRUPTIONS, corrupt
 
-    f_cal, _ = predict_arrays(head, calibration[0], batch_size)
-    temperature = fit_temperature(f_cal, torch.as_tensor(calibration[1]))
+    layers = scorer = None
+    if training is not None:
+        layers = LayerFeatures(head.model)
+        k = min(knn_k, len(training))  # a training set smaller than k: its farthest image
+        scorer = DensityScorer(k).fit(_stage_features(head.model, layers, training, batch_size))
+
+    def outputs(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if layers is None:
+            return (*predict_arrays(head, images, batch_size), None)
+        with layers.capture() as got:  # f's stages, in the head's own pass
+            f, h = predict_arrays(head, images, batch_size)
+        return f, h, scorer(got.features(f))
+
+    f_cal, _, s_cal = outputs(calibration[0])
+    methods = ("TS", "ETS", "DAC+TS", "DAC+ETS") if scorer is not None else ("TS", "ETS")
+    calibrators = fit_calibrators(f_cal, torch.as_tensor(calibration[1]), s_cal, methods=methods)
+    models = [m for m in MODELS if m in ("f", "H") or m in {f"f+{k}" if not k.startswith("DAC") else k
+                                                              for k in calibrators}]
 
     def score(images: np.ndarray, y: np.ndarray) -> dict:
-        f, h = predict_arrays(head, images, batch_size)
+        f, h, s = outputs(images)
         y = torch.as_tensor(y)
-        return {"f": classification_metrics(f, y), "f+TS": classification_metrics(f / temperature, y),
-                "H": classification_metrics(h, y)}
+        row = {"f": classification_metrics(f, y)}
+        for name, calibrate in calibrators.items():
+            row[name if name.startswith("DAC") else f"f+{name}"] = classification_metrics(calibrate(f, s), y)
+        row["H"] = classification_metrics(h, y)
+        return row
 
-    results: dict = {"temperature": temperature, "calibration_images": len(calibration[1]),
-                     "images_per_set": len(clean), "clean": score(*(clean_eval or (clean, labels))), "corrupted": []}
+    results: dict = {"temperature": calibrators["TS"].temperature, "models": models,
+                     "calibration_images": len(calibration[1]), "images_per_set": len(clean),
+                     "clean": score(*(clean_eval or (clean, labels))), "corrupted": []}
     desc = {"cifar10": "CIFAR-10-C", "imagenet": "ImageNet-C"}.get(dataset, dataset)
     for c, s in tqdm([(c, s) for c in corruptions for s in severities], desc=desc, disable=not progress):
         if sets is not None:
@@ -134,17 +183,17 @@ def corruption_benchmark(
         results["corrupted"].append({"corruption": c, "severity": s, **score(images, y)})
     rows = results["corrupted"]
     if rows:
-        results["mean_corrupted"] = _means(rows)
+        results["mean_corrupted"] = _means(rows, models)
         worst = [r for r in rows if r["severity"] == max(severities)]
-        results[f"mean_severity_{max(severities)}"] = _means(worst)
+        results[f"mean_severity_{max(severities)}"] = _means(worst, models)
         common = [r for r in rows if r["corruption"] in COMMON]
         if common and len(common) < len(rows):  # the usual 15 x 5 mean, next to all sets'
-            results["mean_common"] = _means(common)
+            results["mean_common"] = _means(common, models)
     return results
 
 
 def summary_table(results: dict, keys: Sequence[str] = ("accuracy", "ece", "nll", "brier")) -> str:
-    """A Markdown table: f, f+TS and H on clean images, the mean over corrupted sets, and the worst severity."""
+    """A Markdown table: every scored model on clean images, the mean over corrupted sets, and the worst severity."""
     rows = [("clean", results["clean"])]
     n = len(results["corrupted"])
     if n:
@@ -155,6 +204,6 @@ def summary_table(results: dict, keys: Sequence[str] = ("accuracy", "ece", "nll"
         rows.append((f"severity {worst.rsplit('_', 1)[1]} (mean)", results[worst]))
     lines = ["| images | model | " + " | ".join(keys) + " |", "| --- | --- | " + " | ".join("---" for _ in keys) + " |"]
     for name, per_model in rows:
-        for m in MODELS:
+        for m in results.get("models", ("f", "f+TS", "H")):
             lines.append(f"| {name} | {m} | " + " | ".join(f"{per_model[m][k]:.4f}" for k in keys) + " |")
     return "\n".join(lines)
