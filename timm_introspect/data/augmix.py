@@ -4,7 +4,9 @@ For an H that should see the inputs where f errs or hesitates: r_x of augmented 
 operations are timm's AugMix ops restricted to the AugMix paper's list, which leaves out everything that is a
 CIFAR-10-C / ImageNet-C corruption or close to one (timm's defaults add Contrast, Brightness, Color and
 Sharpness; contrast and brightness are corruption families there). What remains is geometric (rotate, shear,
-translate) or a tone change unlike any corruption (autocontrast, equalize, posterize, solarize).
+translate: the nearest corruption is elastic_transform, which warps locally, not the whole image) or a tone change
+(equalize, posterize, solarize, and autocontrast, which stretches contrast to the full range where the contrast
+corruption shrinks it).
 """
 
 from __future__ import annotations
