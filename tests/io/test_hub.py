@@ -31,7 +31,8 @@ def test_push_and_load_round_trip_is_bit_identical(hub, name, kwargs, size, tmp_
     head, x = make_head(name, size, **kwargs)
     head.push_to_hub("tester/introspective")
     assert set(hub.state.repos["tester/introspective"].files) == {
-        "config.json", "model.safetensors", "introspection_config.json", "introspection.safetensors", "README.md"
+        "config.json", "model.safetensors", "introspection_config.json", "introspection.safetensors", "README.md",
+        "accuracy_vs_ece.png",  # the card's picture of the recorded metrics (tests/io/test_card_figures.py)
     }
     loaded = IntrospectiveHead.from_pretrained("tester/introspective")
     assert any(m == "GET" and "introspection.safetensors" in p for m, p in hub.state.requests)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -13,9 +14,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..nets.registry import describe_net
 from ..version import __version__
+from .figures import ACCURACY_VS_ECE, RELIABILITY
 from .hub import HeadLike
 
 __all__ = ["model_card"]
+
+#: the alt text of each picture of the card
+FIGURE_TITLES = {ACCURACY_VS_ECE: "Accuracy vs ECE of each model", RELIABILITY: "Reliability diagrams"}
 
 
 def _hub_dataset(dataset: str | None) -> str | None:
@@ -44,8 +49,12 @@ def model_card(
     metrics: dict[str, dict[str, dict[str, float]]] | None = None,
     dataset: str | None = None,
     license: str | None = None,
+    figures: Sequence[str] | None = None,
 ) -> ModelCard:
     """The model card of ``head`` (see :meth:`IntrospectiveHead.generate_model_card` for the arguments).
+
+    ``figures``: the PNG files saved beside the card (:func:`~timm_introspect.io.figures.card_figures`), shown
+    with links relative to the repository.
 
     Library name, tags and pipeline tag come from the class's ``ModelHubMixin`` declaration.
     """
@@ -59,6 +68,7 @@ def model_card(
     results, metric_names, eval_results = [], [], []
     for split, per_model in metrics.items():
         for who, values in per_model.items():
+            values = {m: v for m, v in values.items() if not isinstance(v, (dict, list))}  # numbers for the table
             results.append({"split": _md(split), "model": _md(who),
                             "cells": {_md(m): _cell(v) for m, v in values.items()}})
             for metric, value in values.items():
@@ -99,6 +109,7 @@ def model_card(
         label_names=[_md(n) for n in head.label_names] if head.label_names else None,
         results=results,
         metric_names=metric_names,
+        figures={name: FIGURE_TITLES.get(name, Path(name).stem) for name in figures or ()},
         timm_introspect_version=__version__,
         timm_version=timm.__version__,
     )

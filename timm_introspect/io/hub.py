@@ -6,7 +6,8 @@ A saved model is a folder (or Hub repo) that timm can still read:
   it, so ``timm.create_model("hf-hub:<repo>", pretrained=True)`` loads f alone;
 * ``introspection_config.json``: loss, target, H's structure, class names, versions;
 * ``introspection.safetensors``: target M, the [-1, 1] scale and H's weights;
-* ``README.md``: the model card (``hub_cards/``).
+* ``README.md``: the model card (``hub_cards/``), with ``accuracy_vs_ece.png`` and ``reliability.png`` when the
+  model records evaluation results (:mod:`timm_introspect.io.figures`, needs matplotlib).
 
 Loading is strict: only safetensors are read (never pickle), every tensor's name and shape is checked
 before anything is copied, and any problem raises :class:`CheckpointError` saying what to do.
@@ -41,6 +42,7 @@ from .checkpoint import (
     read_timm_config,
     staged_folder,
 )
+from .figures import card_figures
 
 __all__ = ["FORMAT_VERSION", "IntrospectionConfig", "build_backbone", "download_files", "load_head", "load_strict",
            "introspection_config", "load_tensors", "read_timm_config", "save_backbone", "save_head",
@@ -154,12 +156,9 @@ def download_files(
             paths[name] = path
             continue
         try:
-            paths[name] = Path(
-                hf_hub_download(
-                    model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                    local_files_only=local_files_only, token=token,
-                )
-            )
+            paths[name] = Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
+                                               force_download=force_download, local_files_only=local_files_only,
+                                               token=token))
         except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
             raise CheckpointError(
                 f"{name} of {model_id!r} is not in the local cache and the Hub cannot be reached (offline?): "
@@ -168,10 +167,8 @@ def download_files(
         except EntryNotFoundError as err:
             raise CheckpointError(_missing_message(model_id, name)) from err
         except RepositoryNotFoundError as err:
-            raise CheckpointError(
-                f"{model_id!r} is neither a local folder nor a Hub repository you can access; check the name "
-                "(and your token for a private repo)"
-            ) from err
+            raise CheckpointError(f"{model_id!r} is neither a local folder nor a Hub repository you can access; "
+                                  "check the name (and your token for a private repo)") from err
     return paths
 
 
@@ -278,14 +275,18 @@ def save_head(head: HeadLike, save_directory: str | Path, card_kwargs: dict[str,
     model there still loads), and files that are not the model's (a training run's ``checkpoints/``, the feature
     cache, the run's lock) are kept.
     """
-    card = check_savable(head, **(card_kwargs or {}))
-    state = _introspection_state(head)
-    config = introspection_config(head)
+    card_kwargs = dict(card_kwargs or {})
+    metrics = head.metrics if card_kwargs.get("metrics") is None else card_kwargs["metrics"]  # as the card's
+    figures = card_figures(metrics, getattr(head, "reliability", None))
+    card = check_savable(head, **{**card_kwargs, "figures": list(figures)})
+    state, config = _introspection_state(head), introspection_config(head)
     with staged_folder(save_directory, "the model") as tmp:
         _write_backbone(_savable_backbone(head.model), tmp, head.label_names)
         config.to_file(tmp / INTROSPECTION_CONFIG)
         safetensors.torch.save_file(state, str(tmp / INTROSPECTION_WEIGHTS), metadata={"format": "pt"})
         card.save(tmp / "README.md")
+        for name, png in figures.items():  # the card's pictures, moved in with the rest
+            (tmp / name).write_bytes(png)
 
 
 def load_head(

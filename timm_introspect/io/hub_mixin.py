@@ -107,7 +107,8 @@ class IntrospectiveHubMixin(
 
     def generate_model_card(self, repo_id: str | None = None, model_name: str | None = None,
                             metrics: dict[str, dict[str, dict[str, float]]] | None = None,
-                            dataset: str | None = None, license: str | None = None) -> ModelCard:
+                            dataset: str | None = None, license: str | None = None,
+                            figures: list[str] | None = None) -> ModelCard:
         """The model card (``hub_cards/model_card.md``) filled from this model and its metrics.
 
         Args:
@@ -117,6 +118,8 @@ class IntrospectiveHubMixin(
                 ``{"clean": {"f": {"accuracy": 0.91, "ece": 0.14}, "H": {...}}}``; default ``self.metrics``.
             dataset: the training dataset (default ``self.dataset``).
             license: an SPDX license id for the card's metadata.
+            figures: names of the PNG files beside the card to show (``save_pretrained`` / ``push_to_hub`` draw
+                and pass them: :mod:`timm_introspect.io.figures`).
         """
         return model_card(self, repo_id=repo_id, model_name=model_name, metrics=metrics, dataset=dataset,
-                          license=license)
+                          license=license, figures=figures)
