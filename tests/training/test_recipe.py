@@ -102,6 +102,10 @@ def test_main_job_compares_f_f_ts_and_h_on_clean_and_corrupted_images(tiny32, tm
     held_pixels = {a.tobytes() for a in held.arrays()[0]}
     assert not held_pixels & {a.tobytes() for a in f_train.arrays()[0]}
     assert "CIFAR-10-C (mean)" in (tmp_path / "introspective" / "README.md").read_text()
+    # T and the OOD threshold are stored for predictions; the card shows the clean reliability diagrams
+    assert head.fitted_calibration["temperature"] == bench["temperature"] and head.fitted_calibration["images"] == 15
+    assert set(head.reliability["clean"]) == set(bench["clean"])
+    assert "](reliability.png)" in (tmp_path / "introspective" / "README.md").read_text()
 
 
 def test_temperature_scaling_refuses_a_model_without_held_out_images(tiny32, tmp_path):

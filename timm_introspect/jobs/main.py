@@ -91,6 +91,8 @@ def run(
         result["metrics"] = bench["clean"]
         result["table"] = summary_table(bench)
         head.metrics = {"clean": bench["clean"]}
+        head.reliability = {"clean": bench["clean_reliability"]}  # the card's reliability diagrams
+        head.fitted_calibration = bench["fitted_calibration"]  # T and the OOD threshold: predict works offline
         if corruptions:
             head.metrics["CIFAR-10-C (mean)"] = bench["mean_corrupted"]
             from .plots import corruption_plots

@@ -24,13 +24,14 @@ import torch
 from timm.data import resolve_model_data_config
 
 from ..core.calibration import fit_calibrators
-from ..core.metrics import classification_metrics
+from ..core.metrics import classification_metrics, reliability_bins
 from ..data.augment import BatchAugment
 from ..data.images import LabeledImages, load_images
 from ..errors import DataError, InvalidArgumentError
 from ..log import tqdm
 from ..model.density import DensityScorer, LayerFeatures
 from ..model.head import IntrospectiveHead
+from ..training.calibrate import Calibration, energy_score, keep_threshold
 
 __all__ = ["MODELS", "calibration_images", "corruption_benchmark", "normalized_batches", "predict_arrays",
            "summary_table", "training_images"]
@@ -155,24 +156,29 @@ def corruption_benchmark(
             f, h = predict_arrays(head, images, batch_size)
         return f, h, scorer(got.features(f))
 
-    f_cal, _, s_cal = outputs(calibration[0])
+    f_cal, h_cal, s_cal = outputs(calibration[0])
     methods = ("TS", "ETS", "DAC+TS", "DAC+ETS") if scorer is not None else ("TS", "ETS")
     calibrators = fit_calibrators(f_cal, torch.as_tensor(calibration[1]), s_cal, methods=methods)
     models = [m for m in MODELS if m in ("f", "H") or m in {f"f+{k}" if not k.startswith("DAC") else k
                                                               for k in calibrators}]
 
-    def score(images: np.ndarray, y: np.ndarray) -> dict:
+    bins: dict[str, dict] = {}  # the clean row's reliability diagrams (the model card's figure)
+
+    def score(images: np.ndarray, y: np.ndarray, diagrams: dict | None = None) -> dict:
         f, h, s = outputs(images)
         y = torch.as_tensor(y)
-        row = {"f": classification_metrics(f, y)}
-        for name, calibrate in calibrators.items():
-            row[name if name.startswith("DAC") else f"f+{name}"] = classification_metrics(calibrate(f, s), y)
-        row["H"] = classification_metrics(h, y)
-        return row
+        scored = {"f": f, **{name if name.startswith("DAC") else f"f+{name}": calibrate(f, s)
+                             for name, calibrate in calibrators.items()}, "H": h}
+        if diagrams is not None:
+            diagrams.update({who: reliability_bins(z, y) for who, z in scored.items()})
+        return {who: classification_metrics(z, y) for who, z in scored.items()}
 
-    results: dict = {"temperature": calibrators["TS"].temperature, "models": models,
+    temperature = calibrators["TS"].temperature  # and the OOD threshold on H, for predictions (apps/predict)
+    fitted = Calibration(temperature, ood_threshold=keep_threshold(energy_score(h_cal)), images=len(calibration[1]))
+    results: dict = {"temperature": temperature, "models": models, "fitted_calibration": fitted.to_dict(),
                      "calibration_images": len(calibration[1]), "images_per_set": len(clean),
-                     "clean": score(*(clean_eval or (clean, labels))), "corrupted": []}
+                     "clean": score(*(clean_eval or (clean, labels)), diagrams=bins), "corrupted": [],
+                     "clean_reliability": bins}
     desc = {"cifar10": "CIFAR-10-C", "imagenet": "ImageNet-C"}.get(dataset, dataset)
     for c, s in tqdm([(c, s) for c in corruptions for s in severities], desc=desc, disable=not progress):
         if sets is not None:
