@@ -1,7 +1,8 @@
 """A small in-memory server on 127.0.0.1 that speaks the part of the Hugging Face Hub API that
 ``huggingface_hub`` uses to create a repo, push files (regular uploads, no LFS/Xet), list and download them.
 
-Model repos are keyed ``owner/name`` in ``HubState.repos``, dataset repos ``datasets/owner/name``.
+Model repos are keyed ``owner/name`` in ``HubState.repos``, dataset repos ``datasets/owner/name``, Spaces
+``spaces/owner/name`` (created with ``repo_type="space"``; their SDK is kept in ``Repo.sdk``).
 
 Used by the tests so that push and download go through the real client over real HTTP.
 """
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlparse
 class Repo:
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
+    sdk: str | None = None  # a Space's SDK (create_repo(..., space_sdk=...))
 
     @property
     def head(self) -> str:
@@ -136,24 +138,27 @@ def _handler(state: HubState):
             if path == "/api/repos/create":
                 req = json.loads(body)
                 repo_id = f"{req.get('organization') or 'tester'}/{req['name']}"
+                kind = req.get("type") or "model"
+                key = ("spaces/" if kind == "space" else "datasets/" if kind == "dataset" else "") + repo_id
                 with state.lock:
-                    exists = repo_id in state.repos
-                    state.repos.setdefault(repo_id, Repo())
+                    exists = key in state.repos
+                    state.repos.setdefault(key, Repo(sdk=req.get("sdk") if kind == "space" else None))
                 if exists:
-                    return self._error(409, "RepoExists", "You already created this model repo")
-                return self._json(200, {"url": f"http://{self.headers['Host']}/{repo_id}", "name": repo_id,
+                    return self._error(409, "RepoExists", f"You already created this {kind} repo")
+                return self._json(200, {"url": f"http://{self.headers['Host']}/{key}", "name": repo_id,
                                         "id": repo_id})
             if path == "/api/validate-yaml":
                 return self._json(200, {"errors": [], "warnings": []})
             parts = path.split("/")
-            if len(parts) >= 7 and parts[1] == "api" and parts[2] == "models" and parts[5] == "preupload":
+            kinds = {"models": "", "datasets": "datasets/", "spaces": "spaces/"}  # /api/{type}s/{owner}/{name}/...
+            if len(parts) >= 7 and parts[1] == "api" and parts[2] in kinds and parts[5] == "preupload":
                 req = json.loads(body)
                 files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
                          for f in req.get("files", [])]
-                head = state.repos.get("/".join(parts[3:5]), Repo()).head
+                head = state.repos.get(kinds[parts[2]] + "/".join(parts[3:5]), Repo()).head
                 return self._json(200, {"files": files, "commitOid": head})
-            if len(parts) >= 7 and parts[1] == "api" and parts[2] == "models" and parts[5] == "commit":
-                repo_id = "/".join(parts[3:5])
+            if len(parts) >= 7 and parts[1] == "api" and parts[2] in kinds and parts[5] == "commit":
+                repo_id = kinds[parts[2]] + "/".join(parts[3:5])
                 if state.fail_commits:
                     return self._error(500, "InternalError", "commit failed (test)")
                 with state.lock:

@@ -24,7 +24,7 @@ from .render import label_values, map_gallery, ood_text, prediction_table, shown
 from .requires import require_gradio
 from .session import DemoSession
 
-__all__ = ["build_demo", "launch_demo"]
+__all__ = ["build_demo", "launch_demo", "page_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,20 @@ log = logging.getLogger(__name__)
 CSS = ".status-box {min-height: 2.5em}"
 
 
+def _name(session: DemoSession) -> str:
+    """The model's name: its Hub repo's or folder's (``runs/main/introspective``: ``main/introspective``)."""
+    if not session.source:
+        return "an introspective model"
+    source = str(session.source)
+    if source.startswith(("hf-hub:", "hf_hub:")):
+        return source.split(":", 1)[1].split("/")[-1]
+    parts = Path(source).resolve().parts
+    return "/".join(parts[-2:]) if parts[-1] in ("introspective", "h", "model") else parts[-1]
+
+
 def _header(session: DemoSession, title: str | None) -> str:
     head, cal = session.head, session.calibration
-    name = title or (Path(str(session.source)).name if session.source else "an introspective model")
+    name = title or _name(session)
     arch = (getattr(head.model, "pretrained_cfg", None) or {}).get("architecture") or type(head.model).__name__
     lines = [f"## timm-introspect: {name}",
              f"f is `{arch}` ({head.num_classes} classes{f', trained on `{head.dataset}`' if head.dataset else ''}); "
@@ -48,8 +59,9 @@ def _header(session: DemoSession, title: str | None) -> str:
     return "\n\n".join(lines)
 
 
-def _outputs_for(session: DemoSession, path: str | None, corruption: str, severity: float) -> tuple:
-    """The page's outputs for an upload: (image, f, f+TS, H, table, OOD, maps, status)."""
+def page_outputs(session: DemoSession, path: str | None, corruption: str = NONE, severity: float = 3) -> tuple:
+    """What the page shows for the file at ``path``: (image, f, f+TS, H, prediction table, OOD text, maps, status);
+    an error's message goes to the status, never a stack trace."""
     empty = (None, None, None, None, "", "", [])
     if not path:
         return (*empty, "Upload an image, or pick one of the examples.")
@@ -92,7 +104,7 @@ def build_demo(model: IntrospectiveHead | str | Path | DemoSession, *, calibrati
     choices = corruption_choices()  # the [cifar10c] packages are there before the model is loaded
     session = model if isinstance(model, DemoSession) else DemoSession(model, calibration, frost_dir, top_k, examples)
     t_name = f"f+TS (T={session.calibration.temperature:.3f})" if session.calibration.temperature else "f+TS"
-    with gr.Blocks(title=f"timm-introspect demo: {title or session.source or 'model'}") as demo:
+    with gr.Blocks(title=f"timm-introspect demo: {title or _name(session)}") as demo:
         gr.Markdown(_header(session, title), elem_id="header")
         with gr.Row():
             with gr.Column(scale=2, min_width=280):
@@ -100,8 +112,8 @@ def build_demo(model: IntrospectiveHead | str | Path | DemoSession, *, calibrati
                                  elem_id="upload")
                 if session.examples:
                     gallery = gr.Gallery([(str(p), c) for p, c in session.examples], label="Or pick an example ("
-                                         f"{session.examples_note})", columns=5, height="auto", allow_preview=False,
-                                         elem_id="examples")
+                                         f"{session.examples_note})", columns=5, height=240, allow_preview=False,
+                                         fit_columns=False, object_fit="cover", elem_id="examples")
                     paths = [str(p) for p, _ in session.examples]
                     gallery.select(_picker(gr, paths), None, upload)
                 else:
@@ -122,11 +134,12 @@ def build_demo(model: IntrospectiveHead | str | Path | DemoSession, *, calibrati
                     h_label = gr.Label(num_top_classes=session.top_k, label="H (introspective)", elem_id="h")
                 table = gr.Markdown(elem_id="table")
         maps = gr.Gallery(label="Why P? (Grad-CAM) and why P, rather than Q? for every Q (f's maps; jet, each scaled "
-                                "to [0, 1])", columns=6, height="auto", allow_preview=True, elem_id="maps")
+                                "to [0, 1])", columns=6, height="auto", allow_preview=True, fit_columns=False,
+                          elem_id="maps")
         outputs = [shown, f_label, ts_label, h_label, table, ood, maps, status]
 
         def run(path: str | None, corruption_name: str, level: float) -> tuple:
-            return _outputs_for(session, path, corruption_name, level)
+            return page_outputs(session, path, corruption_name, level)
 
         inputs = [upload, corruption, severity]
         upload.change(run, inputs, outputs)

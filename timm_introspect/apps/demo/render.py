@@ -42,21 +42,21 @@ def _overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarr
 
 
 def map_gallery(result: DemoResult, side: int = DISPLAY, alpha: float = 0.5) -> list[tuple[np.ndarray, str]]:
-    """Grad-CAM ("why P?") and "why P, rather than Q?" for every Q but P, over the image, with captions
-    (``p(Q)`` is f's probability of Q)."""
+    """Grad-CAM ("why P?") and "why P, rather than Q?" for every Q but P, over the image, with captions ("why P?
+    p=...", "rather than Q (p(Q))", f's probabilities)."""
     explanation = result.explanation
     image = shown_image(result.pixels, side)
     size = image.shape[:2]
     gcam = explanation.maps("grad_cam", size)[0].float().cpu().numpy()
     contrastive = explanation.maps("contrastive", size)[0].float().cpu().numpy()
     probs = explanation.probabilities[0]
-    titles = explanation.titles(0)
     p = int(explanation.prediction[0])
-    out = [(_overlay(image, gcam, alpha), f"{titles[0]} (Grad-CAM) p={float(probs[p]):.2f}")]
+    name = explanation.class_name(p)
+    out = [(_overlay(image, gcam, alpha), f"why {name}? p={float(probs[p]):.2f}")]
     for k, q in enumerate(explanation.contrast[0].tolist()):
-        if q != p:
+        if q != p:  # the caption is short enough for a thumbnail; the gallery's label asks the whole question
             out.append((_overlay(image, contrastive[k], alpha),
-                        f"{titles[k + 1]} p({explanation.class_name(q)})={float(probs[q]):.2f}"))
+                        f"rather than {explanation.class_name(q)} ({float(probs[q]):.2f})"))
     return out
 
 
