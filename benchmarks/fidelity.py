@@ -161,7 +161,7 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
     for key in [k for k in tensors if ":L" in k and not k.startswith("train:")]:
         del tensors[key]  # the bank stays (for other k); the others' densities are kept
     path.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))  # no shared storage
     return tensors
 
 
