@@ -70,11 +70,12 @@ COMMANDS = {
     "explain": ["--backbone", "resnet18", "--images", "{image}"],
     "ood": ["--model", "runs/h", "--ood", "gaussian"],
     "predict": ["--model", "runs/h", "--images", "{image}"],
+    "space": ["--model", "hf-hub:me/model"],
 }
 #: an --out of the wrong kind for each command
 WRONG_KIND = {"train-backbone": "model", "fit": "backbone", "run": "model", "cifar10c": "model", "imagenetc": "model",
               "active": "model", "explain": "backbone", "ood": "model",
-              "predict": "model"}
+              "predict": "model", "space": "model"}
 
 #: bad numbers and choices, refused before any work
 BAD_ARGUMENTS = [
@@ -97,6 +98,12 @@ BAD_ARGUMENTS = [
     ["predict", "--model", "hf-hub:a/b/c", "--images", "x.png"],
     ["predict", "--model", "m", "--images", "x.png", "--out", "results.txt"],
     ["predict", "--model", "m", "--images", "x.png", "--out", f"{READ_ONLY}/results.json"],
+    ["demo", "--model", "m", "--port", "0"],
+    ["demo", "--model", "m", "--port", "70000"],
+    ["demo", "--model", "m", "--top-k", "0"],
+    ["demo", "--model", "m", "--examples", "-1"],
+    ["demo", "--model", "hf-hub:a/b/c"],
+    ["space", "--model", "hf-hub:a/b/c", "--out", "o"],
 ]
 
 
@@ -146,10 +153,22 @@ def test_bad_numbers_are_one_line_before_any_work(argv, capsys):
     (["active", "--strategy", "entropy", "--arch", "no_such_net"], "unknown architecture 'no_such_net'"),
     (["run", "--net", "factorized"], "--scale 'standard'"),  # the cpu preset standardizes: refused at once
     (["fit", "--backbone", "b", "--net", "factorized", "--scale", "standard"], "--scale 'standard'"),
+    (["space", "--model", "m"], "not a Hub model id"),  # a Space loads its model from the Hub
+    (["space", "--model", "hf-hub:me/model", "--push", "no-owner"], "not a Space id"),
 ])
 def test_arguments_refused_before_the_work(argv, says, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*argv, "--out", str(tmp_path / "out")])
+    assert says in _one_line_error(exit_, capsys)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["demo", "--model", "m", "--frost-dir", "/no/such/frost"], "is not a folder"),
+    (["space", "--model", "hf-hub:me/model"], "space needs --out"),
+])
+def test_demo_and_space_arguments_refused_before_the_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
     assert says in _one_line_error(exit_, capsys)
 
 
