@@ -161,7 +161,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         pass
     except IsADirectoryError as err:
         raise InvalidArgumentError(f"{tmp} is a folder: remove it") from err
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)  # a new file's mode
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import CheckpointError, IntrospectionError
 
 __all__ = ["ALLOWED_MODEL_ARGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "check_finite", "check_readable", "default_file_mode",
-           "load_strict", "load_tensors", "read_json", "read_timm_config", "staged_folder"]
+           "give_default_mode", "load_strict", "load_tensors", "read_json", "read_timm_config", "staged_folder"]
 
 TIMM_CONFIG = "config.json"
 TIMM_WEIGHTS = "model.safetensors"
@@ -190,6 +190,17 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def give_default_mode(path: str | Path) -> None:
+    """Give the file ``path``, or every file under the folder ``path``, the mode a new file gets
+    (:func:`default_file_mode`): for what a library writes ``0600`` (``safetensors``, accelerate's checkpoints),
+    so that a model or a run copied to a shared place is readable as its JSON files are."""
+    path = Path(path)
+    mode = default_file_mode()
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file() and not file.is_symlink():
+            os.chmod(file, mode)
+
+
 @contextlib.contextmanager
 def staged_folder(target: str | Path, what: str = "the model") -> Iterator[Path]:
     """``with staged_folder(out) as tmp:`` write a model's files into ``tmp``; they replace those of ``out`` only
@@ -218,11 +229,9 @@ def staged_folder(target: str | Path, what: str = "the model") -> Iterator[Path]
         except Exception as err:
             raise CheckpointError(f"saving {what} to {target} failed ({type(err).__name__}: {err}); nothing was "
                                   "changed there") from err
-        mode = default_file_mode()
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         try:
-            for path in files:
-                os.chmod(path, mode)
+            give_default_mode(tmp)
             target.mkdir(exist_ok=True)
             for path in files:
                 dest = target / path.relative_to(tmp)

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 def handle(args: argparse.Namespace) -> None:
     from ..data.outputs import prepare_output
     from ..io.backbones import resolve_backbone
-    from ..training.pipeline import fit_head, heldout_images
+    from ..training.pipeline import check_backbone_data, fit_head, heldout_images
 
     args.out = prepare_output(args.out, "introspective", create=False)  # before any work: a wrong --out fails at once
     preset = PRESETS[args.preset]
@@ -42,6 +42,7 @@ def handle(args: argparse.Namespace) -> None:
     train = load(args, args.train_split, limit)
     if args.use_holdout:
         train = heldout_images(args.backbone, train, args.train_split, limit, args.seed)
+    check_backbone_data(args.backbone, train)  # f's own classes and columns, before any extraction
     fit_head(
         backbone, train, args.out, loss=args.loss, schedule=schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,

@@ -18,7 +18,6 @@ from accelerate import PartialState
 from ..data.images import LabeledImages
 from ..data.outputs import write_json, write_text
 from ..errors import InvalidArgumentError
-from ..model.head import IntrospectiveHead
 from ..training.loop import Schedule
 from ..training.pipeline import evaluate, fit_head, holdout_record, train_backbone
 
@@ -72,11 +71,11 @@ def run(
     times["train_backbone_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     f_train = train.split_holdout(holdout, seed)[0] if holdout else train
-    fit_head(backbone, f_train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
-             seed=seed, workers=workers, net=net, calibration=holdout_record(out / "backbone"), scale=scale)
+    head = fit_head(backbone, f_train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
+                    seed=seed, workers=workers, net=net, calibration=holdout_record(out / "backbone"), scale=scale,
+                    save=False)  # saved once, below, with the results in its model card
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    head = IntrospectiveHead.from_pretrained(out / "introspective")
     result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test)}
     if not holdout:  # f and H only (every process takes part)
         result["metrics"] = evaluate(head, test, batch_size=256, workers=workers)
@@ -102,6 +101,6 @@ def run(
     times["evaluate_s"] = time.perf_counter() - t0
     result["times"] = times
     if PartialState().is_main_process:  # under accelerate launch: one process writes
-        head.save_pretrained(out / "introspective")  # the model card now shows the results
+        head.save_pretrained(out / "introspective")  # the one save: the model card shows the results
         write_json(out / "metrics.json", result)
     return result

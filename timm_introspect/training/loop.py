@@ -28,6 +28,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch import nn
 
 from ..errors import CheckpointError, DivergedError, RunLockedError
+from ..io.checkpoint import give_default_mode
 from ..log import tqdm
 
 __all__ = ["Schedule", "exclusive_run", "make_accelerator", "train_loop"]
@@ -86,32 +87,55 @@ class Schedule:
                                nesterov=self.nesterov)
 
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _acquire(path: Path) -> int:
+    """Open and ``flock`` the lock file ``path``; the file locked must still be the one at ``path`` (a run ending
+    removes it, and one that opened it just before must not hold a lock no later run can see)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            os.close(fd)
+            raise RunLockedError(
+                f"another run is writing to {path.parent} (it holds {path}): wait for it to finish, or use another "
+                "output folder") from err
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed by the run that held it as this one locked it: lock the file there now
+
+
 @contextlib.contextmanager
 def exclusive_run(out_dir: str | Path) -> Iterator[None]:
     """Hold ``<out_dir>/.lock`` for the duration: a second run writing to the same folder is refused.
 
     The lock is an OS file lock (``flock``): the kernel releases it when the process ends, so a killed
-    run never leaves it stuck. Under ``accelerate launch`` one process per machine holds it.
+    run never leaves it stuck. The file exists only while a run holds it: it is removed when the run ends,
+    finished or refused, so a refused run leaves an existing folder as it was. Under ``accelerate launch`` one
+    process per machine holds it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # torchrun / accelerate launch: one process per machine locks
         yield
         return
-    handle = open(out_dir / ".lock", "a+")  # noqa: SIM115 (held open for the lock's lifetime)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
-        handle.close()
-        raise RunLockedError(
-            f"another run is writing to {out_dir} (it holds {out_dir / '.lock'}): wait for it to finish, or use "
-            "another output folder"
-        ) from err
+    path = out_dir / ".lock"
+    fd = _acquire(path)
     try:
         yield
     finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        try:
+            os.unlink(path)  # while still locked: a run that opened it meanwhile sees it gone and retries
+        except FileNotFoundError:
+            pass
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def make_accelerator(out_dir: str | Path, seed: int = 0, mixed_precision: str = "no") -> Accelerator:
@@ -234,6 +258,8 @@ def train_loop(
             path = checkpoint_dir / f"epoch-{epoch + 1:04d}"
             accelerator.save_state(str(path))
             accelerator.wait_for_everyone()  # every rank's files are written before the checkpoint counts
+            if accelerator.is_local_main_process:
+                give_default_mode(path)  # accelerate writes its files 0600: readable like every other file
             if accelerator.is_main_process:
                 (path / "done.json").write_text(json.dumps({"epoch": epoch + 1, "run": run, "files": _sums(path)}))
                 for old in sorted(checkpoint_dir.glob("epoch-*"))[:-keep_checkpoints]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.augment import BatchAugment
 from ..data.images import LabeledImages, make_loader
-from ..data.outputs import prepare_output
+from ..data.outputs import prepare_output, write_json
 from ..errors import DataError
 from ..io.backbones import load_folder
+from ..io.checkpoint import read_json
 from ..io.hub import save_backbone
 from ..model.head import IntrospectiveHead
 from ..nets.cifar import create_model
@@ -36,8 +36,8 @@ from .fit import train_head
 from .loop import Schedule, exclusive_run, make_accelerator, train_loop
 from .sources import ImageSource
 
-__all__ = ["evaluate", "evaluate_backbone", "fit_head", "heldout_images", "holdout_record", "load_backbone",
-           "save_backbone", "train_backbone"]
+__all__ = ["check_backbone_data", "evaluate", "evaluate_backbone", "fit_head", "heldout_images", "holdout_record",
+           "load_backbone", "save_backbone", "train_backbone"]
 
 
 # --- f -------------------------------------------------------------------------------------------
@@ -48,18 +48,24 @@ def load_backbone(folder: str | Path) -> nn.Module:
     return load_folder(folder)
 
 
-def _exclusive(job: Callable) -> Callable:
-    """Run ``job`` holding its ``out_dir``'s lock (:func:`~timm_introspect.training.loop.exclusive_run`)."""
+def _exclusive(kind: str) -> Callable[[Callable], Callable]:
+    """Run the job holding its ``out_dir``'s lock (:func:`~timm_introspect.training.loop.exclusive_run`), once
+    ``out_dir`` is checked to be a place for an output of ``kind``: a refused folder is left as it was."""
 
-    @functools.wraps(job)
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        with exclusive_run(inspect.signature(job).bind(*args, **kwargs).arguments["out_dir"]):
-            return job(*args, **kwargs)
+    def decorate(job: Callable) -> Callable:
+        @functools.wraps(job)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            out_dir = inspect.signature(job).bind(*args, **kwargs).arguments["out_dir"]
+            prepare_output(out_dir, kind, create=False)  # not a folder holding another kind of model
+            with exclusive_run(out_dir):
+                return job(*args, **kwargs)
 
-    return locked
+        return locked
+
+    return decorate
 
 
-@_exclusive
+@_exclusive("backbone")
 def train_backbone(
     train: LabeledImages,
     out_dir: str | Path,
@@ -90,7 +96,7 @@ def train_backbone(
     reflect-padded random crop, flip) instead of per-image PIL transforms: on a CPU that is what keeps
     the cores on the model. ``channels_last`` trains in that memory format.
     """
-    out_dir = prepare_output(out_dir, "backbone", create=False)  # not a folder holding another kind of model
+    out_dir = Path(out_dir).expanduser().absolute()  # checked by @_exclusive
     source_split = train.split
     if holdout:
         train, _ = train.split_holdout(holdout, seed)
@@ -111,7 +117,8 @@ def train_backbone(
 
     info = {"model": model_name, "cifar_stem": cifar_stem, "data": train.source, "split": source_split,
             "images": len(train), "limit": limit, "seed": seed, "holdout": holdout, "batch_size": batch_size,
-            "tensor_augment": augment is not None, "channels_last": channels_last, "model_kwargs": model_kwargs}
+            "tensor_augment": augment is not None, "channels_last": channels_last, "model_kwargs": model_kwargs,
+            "columns": [train.image_column, train.label_column]}
     if train.classes is not None:  # a class subset (e.g. CIFAR-6/4), to rebuild the held-out split
         info["classes"] = list(train.classes)
     model = train_loop(accelerator, model, loader, loss_fn, schedule, out_dir / "checkpoints", "f", on_step,
@@ -123,7 +130,7 @@ def train_backbone(
                                      accelerator=accelerator)["f"]
     if accelerator.is_main_process:
         save_backbone(model, out_dir, train.label_names)
-        (out_dir / "training.json").write_text(json.dumps(info, indent=2))
+        write_json(out_dir / "training.json", info)
     accelerator.wait_for_everyone()
     return model
 
@@ -154,7 +161,7 @@ def _train_loader(train: LabeledImages, model: nn.Module, batch_size: int, worke
 
 # --- H --------------------------------------------------------------------------------------------
 
-@_exclusive
+@_exclusive("introspective")
 def fit_head(
     backbone: nn.Module,
     train: LabeledImages,
@@ -170,8 +177,10 @@ def fit_head(
     net: str = "mlp",
     calibration: dict[str, Any] | None = None,
     scale: bool | str = True,
+    save: bool = True,
 ) -> IntrospectiveHead:
-    """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir``.
+    """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir`` (``save=False``: the
+    caller saves it, once, e.g. after adding its results, as the main job does).
 
     f is frozen. r_x is extracted once (cached in ``cache_dir``, default ``<out_dir>/feature-cache``),
     M and the feature scale (``scale``: ``"maxabs"``, the paper's [-1, 1], ``"standard"`` or ``"none"``; see
@@ -181,7 +190,6 @@ def fit_head(
     ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
     scaling in the benchmarks.
     """
-    prepare_output(out_dir, "introspective", create=False)  # not a folder holding another kind of model
     set_seed(seed)  # H's initialization is seeded
     model_names = (getattr(backbone, "pretrained_cfg", None) or {}).get("label_names")  # the dataset's, or f's
     head = IntrospectiveHead.wrap(backbone, loss=loss, label_names=train.label_names or model_names,
@@ -192,7 +200,7 @@ def fit_head(
                       cache_dir, mixed_precision, on_step=on_step, lock=False)  # fit_head holds the lock
     head.dataset = train.source
     head.calibration = calibration
-    if PartialState().is_main_process:
+    if save and PartialState().is_main_process:
         head.save_pretrained(out_dir)
     PartialState().wait_for_everyone()
     return head
@@ -226,11 +234,49 @@ def evaluate_backbone(
     return evaluate_head(model, make_loader(images, model, False, batch_size, workers), accelerator=accelerator)
 
 
+def _training_record(backbone_dir: str | Path) -> dict[str, Any] | None:
+    """f's ``training.json`` (written by :func:`train_backbone`), or ``None`` (not a folder, or f trained elsewhere)."""
+    path = Path(backbone_dir) / "training.json"
+    return read_json(path, "training.json") if path.is_file() else None
+
+
+def _same_classes(theirs: list[int] | None, ours: Sequence[int] | None) -> bool:
+    """Whether each label means the same class under both selections (``None``: every class, in order); a shorter
+    selection agreeing on its labels is the same (its other labels are out of f's range, refused elsewhere)."""
+    if theirs is None or ours is None:
+        given = ours if theirs is None else theirs
+        return given is None or list(given) == list(range(len(given)))
+    return all(a == b for a, b in zip(theirs, ours, strict=False))
+
+
+def check_backbone_data(backbone_dir: str | Path, images: LabeledImages) -> None:
+    """Refuse fitting (or evaluating) H on f's data read so that its labels mean other classes than f's.
+
+    f's ``training.json`` records the data, the columns and the classes (``classes=``) it was trained on. The same
+    data read with another image or label column, or with other classes, raises :class:`DataError` (label i would
+    be scored as f's class i). Other data, or an f without that record (an ``hf-hub:`` model, a timm folder), passes:
+    class names, when both sides have them, are compared by :meth:`LabeledImages.check_names`.
+    """
+    info = _training_record(backbone_dir) if Path(backbone_dir).is_dir() else None
+    if info is None or info.get("data") != images.source:
+        return
+    columns = [images.image_column, images.label_column]
+    if info.get("columns") is not None and info["columns"] != columns:
+        raise DataError(f"f was trained on the columns {info['columns'][0]} (images) and {info['columns'][1]} "
+                        f"(labels) of {images.source}; these images come from {columns[0]} and {columns[1]}: the "
+                        "labels would mean other classes than f's. Read the data with f's columns")
+    theirs, ours = info.get("classes"), list(images.classes) if images.classes is not None else None
+    if not _same_classes(theirs, ours):
+        shown = lambda c: "all its classes" if c is None else f"classes {c}"  # noqa: E731
+        raise DataError(f"f was trained on {shown(theirs)} of {images.source}; these images are {shown(ours)}: "
+                        "label i would be scored as f's class i. Load them with f's classes"
+                        + (f", classes={theirs}" if theirs is not None else " (no class selection)"))
+
+
 def holdout_record(backbone_dir: str | Path) -> dict[str, Any] | None:
     """The images f was trained without (``train-backbone --holdout``), as ``training.json`` records them:
     ``{"data", "split", "limit", "seed", "holdout"}``, or ``None``."""
-    info_path = Path(backbone_dir) / "training.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = _training_record(backbone_dir) or {}
     if not info.get("holdout"):
         return None
     record = {k: info.get(k) for k in ("data", "split", "limit", "seed", "holdout")}
@@ -244,11 +290,10 @@ def heldout_images(backbone_dir: str | Path, train: LabeledImages, split: str, l
     ``train`` must be loaded as f's training set was (same data, split, limit and seed); anything else
     raises :class:`DataError`, since another split would overlap f's training images.
     """
-    info_path = Path(backbone_dir) / "training.json"
-    if not info_path.is_file():
-        raise DataError(
-            f"{info_path} is missing: a held-out split needs a backbone trained by `train-backbone --holdout`")
-    info = json.loads(info_path.read_text())
+    info = _training_record(backbone_dir)
+    if info is None:
+        raise DataError(f"{Path(backbone_dir) / 'training.json'} is missing: a held-out split needs a backbone "
+                        "trained by `train-backbone --holdout`")
     if not info.get("holdout"):
         raise DataError(f"{backbone_dir} was trained on all its images: train it with a holdout fraction > 0 to fit H "
                         "on held-out images")

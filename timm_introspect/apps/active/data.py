@@ -17,7 +17,7 @@ import numpy as np
 import safetensors.numpy
 
 from ...errors import DataError, InvalidArgumentError
-from ...io.checkpoint import load_tensors
+from ...io.checkpoint import give_default_mode, load_tensors
 
 __all__ = ["ActiveData", "corrupted_set", "load_active_data"]
 
@@ -70,6 +70,7 @@ class ActiveData:
             tensors[f"test:{name}:labels"] = np.asarray(labels, dtype=np.int64)
         safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path),
                                     metadata={"num_classes": str(self.num_classes), "source": self.source})
+        give_default_mode(path)  # safetensors writes 0600
 
     @classmethod
     def load(cls, path: str | Path) -> ActiveData:

@@ -37,7 +37,7 @@ import timm
 import torch
 
 from ...errors import CheckpointError, InvalidArgumentError
-from ...io.checkpoint import load_strict, load_tensors, read_json
+from ...io.checkpoint import give_default_mode, load_strict, load_tensors, read_json
 from ...log import tqdm
 from ...model.head import IntrospectiveHead
 from ...nets.mlp import IntrospectiveMLP
@@ -79,6 +79,7 @@ def _save_round(out: Path, k: int, head: IntrospectiveHead, state: dict[str, Any
     safetensors.torch.save_file(tensors, str(tmp / WEIGHTS))
     state = {**state, "files": {WEIGHTS: _sha256(tmp / WEIGHTS)}}
     (tmp / STATE).write_text(json.dumps(state))
+    give_default_mode(tmp)  # safetensors writes 0600
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in _finished_rounds(out)[:-keep_weights] if keep_weights > 0 else []:
