@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from timm_introspect.apps.active import STRATEGIES, ActiveData, list_strategies, load_active_data, protocol_config
-from timm_introspect.data.outputs import prepare_output, write_json, write_text
+from timm_introspect.data.outputs import prepare_output, save_figure, write_json, write_text
 from timm_introspect.errors import InvalidArgumentError
 from timm_introspect.jobs.args import (
     MIXED_PRECISION,
@@ -224,7 +224,7 @@ def plot(agg: dict, path: Path) -> None:
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)  # a strategy that has all three lines (random has two)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> dict:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from timm_introspect.apps.explain import Explainer, deletion_logits, margin_auc
 from timm_introspect.apps.explain.job import load_classifier
 from timm_introspect.data.images import load_images
-from timm_introspect.data.outputs import prepare_output
+from timm_introspect.data.outputs import prepare_output, save_figure
 from timm_introspect.jobs.args import OneLineParser, deprecated, non_negative, positive, run_script
 from timm_introspect.jobs.plots import pyplot
 from timm_introspect.jobs.robustness import normalized_batches
@@ -166,7 +166,7 @@ def plot(result: dict, out: Path) -> str:
         ax.set(xlabel="pixels removed (%)", ylabel="mean z_P - z_Q / clean", title=f"{fill} fill, Q = {name}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "explain_deletion.png", dpi=120)
+    save_figure(fig, out / "explain_deletion.png", dpi=120)
     plt.close(fig)
     return "explain_deletion.png"
 

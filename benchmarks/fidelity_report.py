@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from timm_introspect.data.outputs import save_figure
 from timm_introspect.jobs.plots import pyplot
 
 PARTS = ("clean", "corrupted", "severity5")
@@ -70,6 +71,6 @@ def plot(agg: dict, ensemble: dict | None, out: Path) -> str:
         ax.set(xlabel="accuracy (%)", ylabel="ECE", title=f"{part} (mean ± std over seeds; squares: baselines)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "fidelity.png", dpi=120)
+    save_figure(fig, out / "fidelity.png", dpi=120)
     plt.close(fig)
     return "fidelity.png"

@@ -4,9 +4,9 @@ Every command and benchmark script calls :func:`prepare_output` (a folder) or :f
 file) on its ``--out`` first: an existing file where a folder goes, a place that cannot be written, or a folder
 holding another kind of output (a saved introspective model where f goes, a CIFAR-10-C release where explanations
 go) is refused at once, before anything is loaded or trained. The writers then write with :func:`atomic_open` /
-:func:`write_text` / :func:`write_json`: a temporary file opened with ``O_EXCL | O_NOFOLLOW`` beside the target,
-renamed over it when complete, so a symbolic link planted at the target's name is refused, never written through,
-and an interrupted write never leaves a truncated file.
+:func:`write_text` / :func:`write_json` / :func:`save_figure` (every PNG plot): a temporary file opened with
+``O_EXCL | O_NOFOLLOW`` beside the target, renamed over it when complete, so a symbolic link planted at the target's
+name is refused, never written through, and an interrupted write never leaves a truncated file.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import IO, Any
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["OUTPUT_KINDS", "atomic_open", "output_kind", "prepare_output", "prepare_output_file", "write_json",
-           "write_text"]
+__all__ = ["OUTPUT_KINDS", "atomic_open", "output_kind", "prepare_output", "prepare_output_file", "save_figure",
+           "write_json", "write_text"]
 
 #: what each kind of output folder is, as the messages name it
 OUTPUT_KINDS = {
@@ -184,3 +184,12 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     """``data`` as JSON through :func:`write_text`."""
     return write_text(path, json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
+
+
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """A matplotlib figure saved to ``path`` through :func:`atomic_open` (no link followed, never half-written; the
+    format from the suffix, e.g. PNG); ``kwargs`` go to ``fig.savefig`` (``dpi``, ...). Returns ``path``."""
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format=path.suffix.lstrip(".").lower() or "png", **kwargs)
+    return path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.outputs import save_figure
 from ..errors import MissingDependencyError
 
 __all__ = ["corruption_plots", "pyplot"]
@@ -42,7 +43,8 @@ def corruption_plots(results: dict, out: str | Path) -> list[str]:
     ax.set(xlabel="accuracy", ylabel="ECE (10 bins)", title="CIFAR-10-C: accuracy vs calibration")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_ece.png", dpi=120)
+    save_figure(fig, out / "accuracy_vs_ece.png", dpi=120)
+    plt.close(fig)
     names.append("accuracy_vs_ece.png")
 
     corruptions = sorted({s["corruption"] for s in sets})
@@ -55,7 +57,8 @@ def corruption_plots(results: dict, out: str | Path) -> list[str]:
     ax.set(ylabel="accuracy (mean over severities)", title="accuracy per corruption")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy_per_corruption.png", dpi=120)
+    save_figure(fig, out / "accuracy_per_corruption.png", dpi=120)
+    plt.close(fig)
     names.append("accuracy_per_corruption.png")
 
     cols = min(4, len(corruptions))
@@ -70,6 +73,7 @@ def corruption_plots(results: dict, out: str | Path) -> list[str]:
         ax.axis("off")
     axes.flat[0].legend()
     fig.tight_layout()
-    fig.savefig(out / "ece_vs_severity.png", dpi=120)
+    save_figure(fig, out / "ece_vs_severity.png", dpi=120)
+    plt.close(fig)
     names.append("ece_vs_severity.png")
     return names

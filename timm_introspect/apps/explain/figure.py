@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ...data.outputs import save_figure
 from ...errors import MissingDependencyError
 from ...jobs.plots import pyplot
 from .result import Explanation
@@ -87,6 +88,6 @@ def explanation_figure(explanation: Explanation, index: int, image: torch.Tensor
         bar.set_label("relevance (each map scaled to [0, 1])", fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     plt.close(fig)
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.outputs import save_figure
 from ...errors import InvalidArgumentError
 from .metrics import roc_curve
 
@@ -169,7 +170,7 @@ def ood_plots(result: dict, out: str | Path) -> list[str]:
             fig.suptitle(f"outlier scores, {condition}: ID vs {s}", fontsize=9)
             fig.subplots_adjust(left=0.04, right=0.99, bottom=0.05, top=0.92, wspace=0.25, hspace=0.45)
             name = f"plots/hist_{_slug(condition)}_{_slug(s)}.png"
-            fig.savefig(out / name, dpi=80)
+            save_figure(fig, out / name, dpi=80)
             plt.close(fig)
             names.append(name)
 
@@ -185,7 +186,7 @@ def ood_plots(result: dict, out: str | Path) -> list[str]:
             fig.suptitle(f"ROC, {condition}: ID vs {s} (OOD positive)", fontsize=9)
             fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.86, wspace=0.08)
             name = f"plots/roc_{_slug(condition)}_{_slug(s)}.png"
-            fig.savefig(out / name, dpi=80)
+            save_figure(fig, out / name, dpi=80)
             plt.close(fig)
             names.append(name)
     return names
