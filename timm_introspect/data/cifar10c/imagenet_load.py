@@ -18,6 +18,8 @@ from .release import hub_files, row_columns
 
 __all__ = ["load_imagenet_c"]
 
+MANIFEST = "manifest.json"  # what write_imagenet_c records beside the sets: their class order among the rest
+
 
 def _stack(pils, where: str) -> np.ndarray:
     """Decode images to one uint8 ``(n, H, W, 3)`` array; images of different sizes are refused."""
@@ -65,7 +67,7 @@ def _recorded_classes(root: Path) -> list[str] | None:
     ``None`` (a release, or a set written from wnid labels: the sorted folders are the order)."""
     import json
 
-    path = root / "manifest.json"
+    path = root / MANIFEST
     try:
         manifest = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, UnicodeDecodeError, ValueError):
@@ -100,6 +102,13 @@ def _from_folder(folder: Path, classes: Sequence[str] | None, limit: int | None 
     keep = _subset(len(entries), limit, seed)  # only these are decoded
     entries = [entries[i] for i in keep]
     return _stack([(_Lazy(f), f"{w}/{f.name}") for w, f in entries], str(folder)), labels[keep]
+
+
+def _from_release(root: Path, key: str, classes: Sequence[str] | None, limit: int | None,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``<root>/<corruption>/<severity>`` of a release (a local folder, or a Hub repo's copy): labelled by
+    ``classes``, else by the class order ``<root>/manifest.json`` records, else by the sorted folders."""
+    return _from_folder(root / key, classes if classes is not None else _recorded_classes(root), limit, seed)
 
 
 def _from_imagenet_rows(ds, corruption: str, severity: int, classes: Sequence[str] | None,
@@ -162,7 +171,7 @@ def load_imagenet_c(
             raise DataError(f"{path} is not a folder: pass ImageNet-C's folder (<corruption>/<severity>/<wnid>/...) "
                             "or a folder of rows")
         if (path / key).is_dir():
-            return _from_folder(path / key, classes if classes is not None else _recorded_classes(path), limit, seed)
+            return _from_release(path, key, classes, limit, seed)
         present = [c for c in CORRUPTIONS if (path / c).is_dir()]
         if present:
             raise DataError(f"{path} lacks {key} (it has {', '.join(present)}): generate it with write_imagenet_c "
@@ -189,14 +198,15 @@ def _from_hub(repo: str, corruption: str, severity: int, classes, revision, spli
     except Exception as err:  # offline, no network: the layout's folder if it is in the cache
         try:
             folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                            allow_patterns=[f"{key}/*", f"*/{key}/*"], local_files_only=True))
+                                            allow_patterns=[f"{key}/*", f"*/{key}/*", MANIFEST, f"*/{MANIFEST}"],
+                                            local_files_only=True))
         except Exception:
             folder = None
         found = [p for p in folder.glob(f"**/{key}") if p.is_dir()] if folder else []
         if not found:
             raise DataError(f"cannot reach the Hub for {repo} and its {key} is not in the cache "
                             f"({type(err).__name__}); connect, or pass a local folder") from err
-        return _from_folder(found[0], classes, limit, seed)
+        return _from_release(found[0].parent.parent, key, classes, limit, seed)
     layout = re.compile(rf"(?:(.*)/)?{re.escape(key)}/[^/]+/[^/]+$")
     prefixes = {m.group(1) or "" for f in files if (m := layout.match(f))
                 and f.lower().endswith(IMAGE_EXTENSIONS)}
@@ -205,10 +215,10 @@ def _from_hub(repo: str, corruption: str, severity: int, classes, revision, spli
                         "is meant is ambiguous")
     if prefixes:
         prefix = prefixes.pop()
-        pattern = f"{prefix}/{key}/*" if prefix else f"{key}/*"
+        root = f"{prefix}/" if prefix else ""
         folder = Path(snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-                                        allow_patterns=[pattern]))
-        return _from_folder(folder / prefix / key, classes, limit, seed)
+                                        allow_patterns=[f"{root}{key}/*", f"{root}{MANIFEST}"]))  # its class order
+        return _from_release(folder / prefix, key, classes, limit, seed)
     import datasets
 
     try:
