@@ -168,6 +168,14 @@ def report(model: str, session: DemoSession, times: dict[str, list[float]], best
     for key, name in (("f", "one forward pass of f"), ("head", "the head: f, r_x and H"),
                       ("maps", f"all {classes} maps")):
         lines.append(f"| {name} | {statistics.median(best[key]) * 1e3:.2f} | {statistics.median(best[key]) / f:.2f} |")
+    extra = (statistics.median(best["maps"]) - f) * 1e3
+    lines += ["", f"For one {size} image the maps' arithmetic beyond the forward pass (the weights of every Q, the "
+                  f"{classes} maps, their upsampling) is a fixed {extra:.1f} ms; the closed form needs no backward "
+                  "pass, and on batches the maps cost about one forward pass (`benchmarks/explain_cost.py`)."]
+    if not isinstance(browser, str):
+        gradio = (statistics.median(browser) - statistics.median(times["page"])) * 1e3
+        lines += ["", f"In the browser, about {gradio:.0f} ms of the median is Gradio's: the upload, the queue, "
+                      "encoding the image and the maps as WebP, and the page fetching and drawing them."]
     total = _stats(times["page"] if isinstance(browser, str) else browser)[1]
     lines += ["", f"The {classes} maps cost {statistics.median(best['maps']) / f:.1f} forward passes of f (the closed "
                   "form: one forward pass, the weights from W). The goal, every output in under 1 s, is "

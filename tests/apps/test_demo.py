@@ -239,11 +239,12 @@ def test_space_files_and_push(hub, model_dir, tmp_path):
 
     folder = write_space("hf-hub:tester/tiny", tmp_path / "space")
     assert sorted(p.name for p in folder.iterdir()) == sorted(SPACE_FILES)
-    readme = (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text(encoding="utf-8")
     front = readme.split("---")[1]
     assert "\nsdk: gradio\n" in front and f"\nsdk_version: {gradio.__version__}\n" in front
     assert "\napp_file: app.py\n" in front and "- tester/tiny" in front
-    assert (folder / "requirements.txt").read_text().splitlines() == [f"timm-introspect[demo]=={__version__}"]
+    requirements = (folder / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert requirements == [f"timm-introspect[demo]=={__version__}"]
     assert 'build_demo("hf-hub:tester/tiny")' in (folder / "app.py").read_text()
     compile((folder / "app.py").read_text(), "app.py", "exec")
 
@@ -251,7 +252,7 @@ def test_space_files_and_push(hub, model_dir, tmp_path):
     assert url.endswith("/spaces/tester/tiny-demo")
     repo = hub.state.repos["spaces/tester/tiny-demo"]
     assert repo.sdk == "gradio" and {k: v.decode() for k, v in repo.files.items()} == {
-        name: (folder / name).read_text() for name in SPACE_FILES}
+        name: (folder / name).read_text(encoding="utf-8") for name in SPACE_FILES}
     assert "tester/tiny-demo" not in hub.state.repos  # a Space, not a model repo
 
     with pytest.raises(InvalidArgumentError, match="Hub model id"):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...errors import IntrospectionError
+from ...errors import DataError, IntrospectionError
 from ...model.head import IntrospectiveHead
 from ..predict import Calibration
 from .corruption import NONE, corruption_choices
@@ -69,8 +69,10 @@ def page_outputs(session: DemoSession, path: str | None, corruption: str = NONE,
     try:
         image = read_upload(path)
         result = session.score(image, corruption, int(severity))
-    except IntrospectionError as err:
+    except DataError as err:
         return (*empty, f"**Cannot score this file:** {' '.join(str(err).split())}")
+    except IntrospectionError as err:  # e.g. frost without its overlays
+        return (*empty, f"**Not scored:** {' '.join(str(err).split())}")
     except Exception as err:  # never a stack trace in the page: the server's log has it
         log.exception("the demo failed on %s", path)
         return (*empty, f"**Something went wrong** ({type(err).__name__}); the server's log has the details.")
@@ -134,7 +136,7 @@ def build_demo(model: IntrospectiveHead | str | Path | DemoSession, *, calibrati
                     h_label = gr.Label(num_top_classes=session.top_k, label="H (introspective)", elem_id="h")
                 table = gr.Markdown(elem_id="table")
         maps = gr.Gallery(label="Why P? (Grad-CAM) and why P, rather than Q? for every Q (f's maps; jet, each scaled "
-                                "to [0, 1])", columns=6, height="auto", allow_preview=True, fit_columns=False,
+                                "to [0, 1])", columns=5, height="auto", allow_preview=True, fit_columns=False,
                           elem_id="maps")
         outputs = [shown, f_label, ts_label, h_label, table, ood, maps, status]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ...data.outputs import output_kind, prepare_output, write_text
+from ...data.outputs import atomic_open, output_kind, prepare_output
 from ...errors import InvalidArgumentError
 from ...version import __version__
 from .requires import require_gradio
@@ -122,7 +122,8 @@ def write_space(model: str, out_dir: str | Path, title: str | None = None) -> Pa
                                    "to a folder of its own")
     folder = prepare_output(folder, "benchmark")
     for name, text in files.items():
-        write_text(folder / name, text)
+        with atomic_open(folder / name, "wb") as fh:  # UTF-8 whatever the locale (the README has an emoji)
+            fh.write(text.encode("utf-8"))
     return folder
 
 
@@ -137,7 +138,7 @@ def push_space(model: str, space: str, token: str | bool | None = None, private:
     url = api.create_repo(space_id(space), repo_type="space", space_sdk="gradio", exist_ok=True, private=private)
     with tempfile.TemporaryDirectory(prefix="timm-introspect-space-") as tmp:
         for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
         api.upload_folder(repo_id=url.repo_id, folder_path=tmp, repo_type="space",
                           commit_message=f"Demo of {hub_model_id(model)} (timm-introspect {__version__})")
     return str(url)
