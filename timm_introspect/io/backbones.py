@@ -19,12 +19,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from torch import nn
 
 from ..errors import CheckpointError
-from .checkpoint import TIMM_CONFIG, TIMM_WEIGHTS, load_strict, load_tensors, read_timm_config
+from .checkpoint import (
+    TIMM_CONFIG,
+    TIMM_WEIGHTS,
+    hub_download,
+    load_strict,
+    load_tensors,
+    missing_folder,
+    read_timm_config,
+)
 from .hub import build_backbone
 
 __all__ = ["HF_HUB_PREFIX", "load_folder", "resolve_backbone"]
@@ -55,10 +61,12 @@ def resolve_backbone(spec: str | Path, checkpoint: str | Path | None = None) -> 
             raise CheckpointError(
                 f"{text!r} is a timm architecture but no weights were given: pass checkpoint=<file>.safetensors, "
                 f"or a timm model on the Hub as hf-hub:<repo> (e.g. hf-hub:timm/{text}.<tag>)")
+        what = (f"{missing_folder(text)}, and it is neither" if text.startswith((".", "~")) or "/" in text
+                or "\\" in text else f"{text!r} is neither a folder,")  # written as a path: a missing folder
         raise CheckpointError(
-            f"{text!r} is neither a folder, an hf-hub:<repo> id, nor a timm architecture: pass a folder written by "
-            "`timm-introspect train-backbone` (or timm's save_for_hf), hf-hub:<owner>/<name>, or an architecture "
-            "name with checkpoint=<file>.safetensors")
+            f"{what} an hf-hub:<repo> id nor a timm architecture: pass a folder written by `timm-introspect "
+            "train-backbone` (or timm's save_for_hf), hf-hub:<owner>/<name>, or an architecture name with "
+            "checkpoint=<file>.safetensors")
     return _from_checkpoint(text, Path(checkpoint))
 
 
@@ -82,21 +90,14 @@ def _from_hub(repo: str) -> nn.Module:
     repo_id, _, revision = repo.partition("@")
     paths = {}
     for name in (TIMM_CONFIG, TIMM_WEIGHTS):
-        try:
-            paths[name] = hf_hub_download(repo_id, name, revision=revision or None)
-        except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
-            raise CheckpointError(f"{name} of hf-hub:{repo} is not in the local cache and the Hub cannot be reached "
-                                  "(offline?): download it once while online, or pass a local folder") from err
-        except EntryNotFoundError as err:
-            if name == TIMM_CONFIG:
-                raise CheckpointError(f"hf-hub:{repo} has no {TIMM_CONFIG}: it is not a timm model") from err
+        paths[name] = hub_download(repo_id, name, revision=revision or None, folder_meant=False)
+        if paths[name] is None and name == TIMM_CONFIG:
+            raise CheckpointError(f"hf-hub:{repo} has no {TIMM_CONFIG}: it is not a timm model")
+        if paths[name] is None:
             raise CheckpointError(
                 f"hf-hub:{repo} has no {TIMM_WEIGHTS}: only safetensors weights are read, never pickle files such as "
                 "pytorch_model.bin. Convert the weights (load them where you trust the file and save them with "
-                "timm.models.save_for_hf(model, folder, safe_serialization=True)) and pass that folder") from err
-        except RepositoryNotFoundError as err:
-            raise CheckpointError(f"hf-hub:{repo} is not a Hub repository you can access; check the name "
-                                  "(and your token for a private repo)") from err
+                "timm.models.save_for_hf(model, folder, safe_serialization=True)) and pass that folder")
     return build_backbone(read_timm_config(paths[TIMM_CONFIG]), paths[TIMM_WEIGHTS])
 
 

@@ -7,6 +7,8 @@ what to do (:class:`~timm_introspect.CheckpointError`).
   ``pretrained_cfg`` keys), since its contents go to ``timm.create_model``.
 * :func:`load_strict`: names, shapes, dtypes, finiteness (and the sign of the [-1, 1] scales) checked before
   anything is copied.
+* :func:`hub_download`: one file of a model on the Hub, every failure as a :class:`CheckpointError` that says what
+  it means (a model id that is also no local folder says that the folder does not exist, not only "offline?").
 
 And writing them: :func:`staged_folder` writes a model's files beside its folder and moves them in, each with
 ``os.replace``, only once all are written (a failed save changes nothing; other files of the folder are kept);
@@ -30,13 +32,21 @@ import safetensors
 import safetensors.torch
 import timm
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+)
 from timm.models import PretrainedCfg
 from torch import nn
 
 from ..errors import CheckpointError, IntrospectionError
 
 __all__ = ["ALLOWED_MODEL_ARGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "check_finite", "check_readable", "default_file_mode",
-           "give_default_mode", "load_strict", "load_tensors", "read_json", "read_timm_config", "staged_folder"]
+           "give_default_mode", "hub_download", "load_strict", "load_tensors", "missing_folder", "read_json",
+           "read_timm_config", "staged_folder"]
 
 TIMM_CONFIG = "config.json"
 TIMM_WEIGHTS = "model.safetensors"
@@ -173,6 +183,40 @@ def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
         raise CheckpointError(f"{what} has non-finite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: training "
                               "diverged or the weights are damaged; nothing was written. Train again with a lower "
                               "learning rate")
+
+
+def missing_folder(path: str | Path) -> str:
+    """How the package says that a local folder is missing: ``the folder 'x' does not exist (/abs/x)``."""
+    return f"the folder {str(path)!r} does not exist ({Path(path).expanduser().absolute()})"
+
+
+def hub_download(repo_id: str, filename: str, *, folder_meant: bool = True, **kwargs: Any) -> Path | None:
+    """``hf_hub_download(repo_id, filename, **kwargs)``: the file's local path, or ``None`` when the repo exists
+    without it; any other failure raises :class:`CheckpointError` saying what it means.
+
+    ``folder_meant``: ``repo_id`` could also have meant a local folder (it was not written ``hf-hub:<repo>``); it is
+    only looked up on the Hub because no such folder exists, and the messages say that first. An id the Hub cannot
+    take (``./x``, ``/x/y``) is a missing folder either way.
+    """
+    folder = f"{missing_folder(repo_id)}, and " if folder_meant else ""
+    try:
+        return Path(hf_hub_download(repo_id, filename, **kwargs))
+    except HFValidationError as err:
+        raise CheckpointError(f"{repo_id!r} is neither an existing folder nor a valid Hub repo id (owner/name): "
+                              f"{missing_folder(repo_id)}; check the path") from err
+    except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
+        raise CheckpointError(f"{folder}{filename} of the Hub repo {repo_id!r} is not in the local cache and the Hub "
+                              "cannot be reached (offline?): " + ("check the path, or " if folder_meant else "")
+                              + "download it once while online, or pass a local folder") from err
+    except EntryNotFoundError:
+        return None
+    except RepositoryNotFoundError as err:
+        if folder_meant:
+            raise CheckpointError(f"{repo_id!r} is neither a local folder nor a Hub repository you can access "
+                                  f"({missing_folder(repo_id)}): check the path or the name (and your token for a "
+                                  "private repo)") from err
+        raise CheckpointError(f"{repo_id!r} is not a Hub repository you can access: check the name (and your token "
+                              "for a private repo)") from err
 
 
 def _umask() -> int:

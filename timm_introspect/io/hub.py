@@ -24,8 +24,6 @@ import safetensors
 import safetensors.torch
 import timm
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from torch import nn
 
 from ..errors import CheckpointError, UnknownNetError
@@ -36,6 +34,7 @@ from .checkpoint import (
     TIMM_CONFIG,
     TIMM_WEIGHTS,
     check_finite,
+    hub_download,
     load_strict,
     load_tensors,
     read_json,
@@ -155,20 +154,11 @@ def download_files(
                 raise CheckpointError(_missing_message(str(folder), name))
             paths[name] = path
             continue
-        try:
-            paths[name] = Path(hf_hub_download(model_id, name, revision=revision, cache_dir=cache_dir,
-                                               force_download=force_download, local_files_only=local_files_only,
-                                               token=token))
-        except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
-            raise CheckpointError(
-                f"{name} of {model_id!r} is not in the local cache and the Hub cannot be reached (offline?): "
-                "download it once while online, or pass a local folder"
-            ) from err
-        except EntryNotFoundError as err:
-            raise CheckpointError(_missing_message(model_id, name)) from err
-        except RepositoryNotFoundError as err:
-            raise CheckpointError(f"{model_id!r} is neither a local folder nor a Hub repository you can access; "
-                                  "check the name (and your token for a private repo)") from err
+        path = hub_download(model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                            local_files_only=local_files_only, token=token)
+        if path is None:
+            raise CheckpointError(_missing_message(model_id, name))
+        paths[name] = path
     return paths
 
 

@@ -11,10 +11,8 @@ from typing import Any
 
 import torch
 from huggingface_hub import ModelCard, ModelHubMixin
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from torch import nn
 
-from ..errors import CheckpointError
 from . import hub
 from .card import model_card
 from .hub import HeadLike
@@ -73,19 +71,10 @@ class IntrospectiveHubMixin(
         model_id = str(pretrained_model_name_or_path)
         if model_id.startswith("hf-hub:") and not Path(model_id).exists():  # timm's spelling of a Hub id
             model_id = model_id[len("hf-hub:"):]
-        try:
-            return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
-                                        force_download=force_download, local_files_only=local_files_only,
-                                        token=token, map_location=map_location, introspective_net=introspective_net)
-        except LocalEntryNotFoundError as err:
-            raise CheckpointError(
-                f"{model_id!r} is not in the local cache and the Hub cannot be reached "
-                "(offline?): download it once while online, or pass a local folder"
-            ) from err
-        except HFValidationError as err:
-            raise CheckpointError(
-                f"{model_id!r} is neither an existing folder nor a valid Hub repo id ('user/name')"
-            ) from err
+        # a missing folder, an invalid id or an unreachable Hub: CheckpointError from io.checkpoint.hub_download
+        return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                    force_download=force_download, local_files_only=local_files_only, token=token,
+                                    map_location=map_location, introspective_net=introspective_net)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,

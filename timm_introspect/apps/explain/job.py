@@ -9,15 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 from timm.data import resolve_model_data_config
 from torch import nn
 
 from ...data.images import make_transform
 from ...errors import CheckpointError, DataError, InvalidArgumentError
-from ...io.checkpoint import TIMM_CONFIG, TIMM_WEIGHTS, read_timm_config
+from ...io.checkpoint import TIMM_CONFIG, TIMM_WEIGHTS, hub_download, read_timm_config
 from ...io.hub import INTROSPECTION_CONFIG, build_backbone
 from .contrast import Contrast
 from .explainer import Explainer
@@ -27,16 +25,8 @@ __all__ = ["explain_images", "load_classifier"]
 
 
 def _hub_file(repo: str, name: str) -> Path | None:
-    try:
-        return Path(hf_hub_download(repo, name))
-    except LocalEntryNotFoundError as err:  # (a subclass of EntryNotFoundError: first)
-        raise CheckpointError(f"{name} of {repo!r} is not in the local cache and the Hub cannot be reached "
-                              "(offline?): download it once while online, or pass a local folder") from err
-    except EntryNotFoundError:
-        return None
-    except RepositoryNotFoundError as err:
-        raise CheckpointError(f"{repo!r} is not a Hub repository you can access; check the name (and your token "
-                              "for a private repo)") from err
+    """``name`` of the Hub repo (``hf-hub:<repo>``), ``None`` when the repo lacks it (the package's one downloader)."""
+    return hub_download(repo, name, folder_meant=False)
 
 
 def load_classifier(source: str | Path, checkpoint: str | Path | None = None) -> tuple[nn.Module, list[str] | None]:
