@@ -10,7 +10,7 @@
 Median and 90th percentile over ``--images`` held-out images of the model (one per class first), after one
 warm-up:
 
-    OMP_NUM_THREADS=2 python benchmarks/demo_latency.py --model runs/after/introspective \\
+    OMP_NUM_THREADS=1 python benchmarks/demo_latency.py --model runs/after/introspective \\
         --out benchmarks/results/demo_latency.md
 """
 
@@ -200,7 +200,8 @@ def main(argv=None) -> str:
     times = in_process(session, paths)
     best = against_forward(session, paths)
     browser = "--no-browser" if args.no_browser else in_browser(session, paths)
-    command = "python benchmarks/demo_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if os.environ.get("OMP_NUM_THREADS") else ""
+    command = f"{threads}python benchmarks/demo_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = report(args.model, session, times, best, browser, command)
     print(text)
     if args.out:
