@@ -5,18 +5,22 @@ through f and one through H (random reads neither: one run serves both rows). Ea
 ``timm_introspect.apps.active.run_active_learning``: every round trains f, fits H on the labeled set, scores f and H
 on the clean test images and on CIFAR-10-C Gaussian noise, and queries. Table 1's "Feed-Forward" row is f's
 accuracy when querying through f, "Introspective" is H's accuracy when querying through H; the mean over rounds
-is averaged over seeds (± the standard deviation over seeds).
+is averaged over seeds (± the sample standard deviation over seeds, ddof=1).
 
     # the CPU protocol (resnet10s_cifar, 100 + 400 x 5 rounds; about 17 min a seed with --jobs 2 on 2 cores)
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/active_learning.py --data ../shared/data/cifar10 \\
         --preset cpu --seeds 0 1 2 --jobs 2 --out runs/active-cpu
+    # the CPU protocol trained as the BADGE code: f and H each round until 99 % accuracy on the labeled set
+    # (capped), dropout only for BALD; results in active_learning_cpu_badge.md
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/active_learning.py --data ../shared/data/cifar10 \\
+        --preset cpu-badge --seeds 0 1 2 --strategies random entropy margin badge --jobs 2 --out runs/active-badge
     # the paper's protocol (CIFAR-stem ResNet-18, 100 + 1000 x 20 rounds), for a GPU
     python benchmarks/active_learning.py --data uoft-cs/cifar10 --preset paper --seeds 0 1 2 --out runs/active-paper
 
 Runs go to ``<out>/<strategy>-<via>-seed<k>/`` (every round checkpointed: a killed benchmark started again resumes
 each run where it stopped); the table, the curves and the numbers to ``--results`` (default: ``--out``; name
 benchmarks/results to update the committed ones):
-``active_learning_<preset>.md``, ``.png`` and ``.json``.
+``active_learning_<preset>.md``, ``.png`` and ``.json`` (``-`` in the preset's name becomes ``_``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from timm_introspect.apps.active import STRATEGIES, ActiveData, list_strategies, load_active_data, protocol_config
+from timm_introspect.apps.active.config import DROPOUT_MODES
 from timm_introspect.data.outputs import prepare_output, save_figure, write_json, write_text
 from timm_introspect.errors import InvalidArgumentError
 from timm_introspect.jobs.args import (
@@ -66,6 +71,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=non_negative, default=None)
     p.add_argument("--query-size", type=positive, default=None)
     p.add_argument("--epochs", type=positive, default=None)
+    p.add_argument("--until-train-accuracy", type=float, default=None,
+                   help="train f and H each round until this accuracy on the labeled set (the cpu-badge preset: 0.99)")
+    p.add_argument("--max-epochs", type=positive, default=None, help="f's most epochs a round with the above")
+    p.add_argument("--head-max-epochs", type=positive, default=None, help="H's, likewise")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="f trains on cropped and flipped images, or on the images as they are (cpu-badge)")
+    p.add_argument("--dropout", choices=DROPOUT_MODES, default=None,
+                   help="always: dropout for every strategy; bald: only where BALD samples it (cpu-badge)")
     p.add_argument("--reset", action=argparse.BooleanOptionalAction, default=None,
                    help="re-initialize f every round (the protocols' default, as the BADGE code) or continue")
     p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None, help="training on a GPU")
@@ -80,8 +93,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def overrides(args) -> dict:
     return {k: v for k, v in dict(rounds=args.rounds, query_size=args.query_size, epochs=args.epochs,
-                                  reset=args.reset, mixed_precision=args.mixed_precision,
-                                  scale=args.scale).items() if v is not None}
+                                  reset=args.reset, mixed_precision=args.mixed_precision, scale=args.scale,
+                                  until_train_accuracy=args.until_train_accuracy, max_epochs=args.max_epochs,
+                                  head_max_epochs=args.head_max_epochs, dropout=args.dropout,
+                                  augment=args.augment).items()
+            if v is not None}
 
 
 def prepare_data(args) -> Path:
@@ -147,8 +163,9 @@ def aggregate(runs: list[dict]) -> dict:
                 for cell in part_map.values():
                     values = list(cell["per_seed"].values())
                     curves = np.array(list(cell["curves"].values()))
-                    cell.update(mean=float(np.mean(values)), std=float(np.std(values)), seeds=len(values),
-                                curve_mean=curves.mean(0).tolist(), curve_std=curves.std(0).tolist())
+                    ddof = 1 if len(values) > 1 else 0  # the sample standard deviation (0 for one seed)
+                    cell.update(mean=float(np.mean(values)), std=float(np.std(values, ddof=ddof)), seeds=len(values),
+                                curve_mean=curves.mean(0).tolist(), curve_std=curves.std(0, ddof=ddof).tolist())
     return table
 
 
@@ -201,6 +218,23 @@ def verdicts(agg: dict) -> list[str]:
             lines.append(f"- best on {SETS[p].lower()}: through f {LABELS[f_best]} {fmt(agg[f_best]['f']['f'][p])}, "
                          f"through H {LABELS[h_best]} {fmt(agg[h_best]['H']['H'][p])}")
     return lines
+
+
+def training_table(runs: list[dict]) -> str:
+    """Per round (labeled set size): epochs f and H trained until the threshold (mean, range) and how many runs'
+    rounds reached it, over every run (``until_train_accuracy`` runs only)."""
+    lines = ["| round | labeled | f epochs: mean (min-max) | f reached | f train accuracy (min) | H epochs: mean "
+             "(min-max) | H reached | H train accuracy (min) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for k, record in enumerate(runs[0]["history"]):
+        cells = []
+        for model in ("f", "H"):
+            stats = [r["history"][k]["training"][model] for r in runs if len(r["history"]) > k]
+            epochs = [t["epochs"] for t in stats]
+            cells += [f"{np.mean(epochs):.1f} ({min(epochs)}-{max(epochs)})",
+                      f"{sum(t['reached'] for t in stats)}/{len(stats)}",
+                      f"{min(t['train_accuracy'] for t in stats):.3f}"]
+        lines.append(f"| {k} | {record['labeled_images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(agg: dict, path: Path) -> None:
@@ -260,10 +294,27 @@ def main(argv=None) -> dict:
     agg = aggregate(runs)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    name = f"active_learning_{args.preset}"
+    name = f"active_learning_{args.preset.replace('-', '_')}"
     plot(agg, results / f"{name}.png")
     config = protocol_config(args.preset, strategy="entropy", **overrides(args)).to_dict()
     spec = ACTIVE_PRESETS[args.preset]["data"]
+    until = config.get("until_train_accuracy")
+    if until is None:
+        f_training = (f"schedule {config['schedule']}, at least {config['min_steps']} steps, batch "
+                      f"{config['batch_size']}")
+        h_training = f"schedule {config['head_schedule']}, at least {config['head_min_steps']} steps"
+    else:
+        f_training = (f"until {until:.0%} accuracy on the labeled set (eval pass after each epoch), at most "
+                      f"{config['max_epochs']} epochs, SGD at a constant lr {config['schedule']['lr']} after a "
+                      f"one-epoch warm-up (momentum {config['schedule']['momentum']}, Nesterov "
+                      f"{config['schedule']['nesterov']}, weight decay {config['schedule']['weight_decay']}), batch "
+                      f"{config['batch_size']}")
+        h_training = (f"until {until:.0%} accuracy on the labeled set's r_x, at most {config['head_max_epochs']} "
+                      f"epochs, SGD at a constant lr {config['head_schedule']['lr']} after a one-epoch warm-up, "
+                      f"batch {config['head_batch_size']}")
+    augment = "random crops and flips" if config.get("augment", True) else "the images as they are (no augmentation)"
+    dropout = ("for every strategy" if config.get("dropout", "always") == "always" else
+               "only where BALD samples it (f's for BALD via f, H's for BALD via H; 0 otherwise)")
     command = "python benchmarks/active_learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = [
         f"# Active learning through f and through H (the {args.preset} preset)", "",
@@ -271,22 +322,22 @@ def main(argv=None) -> dict:
         f"- {len(runs)} runs ({len(args.seeds)} seeds: {args.seeds}), {args.jobs} in parallel; total "
         f"{total_s / 60:.1f} min (data {prep_s:.0f} s); run times {min(r['wall_s'] for r in runs):.0f}-"
         f"{max(r['wall_s'] for r in runs):.0f} s.",
-        f"- f: `{config['model']}`, dropout {config['drop_rate']} before the classifier, "
+        f"- f: `{config['model']}`, dropout {config['drop_rate']} before the classifier {dropout}, "
         f"{'re-initialized' if config['reset'] else 'continued'} every round; {config['initial']} random labels + "
-        f"{config['query_size']} x {config['rounds']} rounds; schedule {config['schedule']}, at least "
-        f"{config['min_steps']} steps, batch {config['batch_size']}.",
-        f"- H: the paper's MLP {config['hidden']} with dropout {config['head_drop_rate']}, loss {config['loss']}, "
-        f"scaling {config['scale']}, "
-        f"fitted on the labeled set every round; schedule {config['head_schedule']}, at least "
-        f"{config['head_min_steps']} steps. BALD: {config['mc_passes']} Monte Carlo dropout passes.",
+        f"{config['query_size']} x {config['rounds']} rounds; {f_training}; trained on {augment}.",
+        f"- H: the paper's MLP {config['hidden']} with dropout {config['head_drop_rate']} {dropout}, loss "
+        f"{config['loss']}, scaling {config['scale']}, fitted on the labeled set every round; {h_training}. BALD: "
+        f"{config['mc_passes']} Monte Carlo dropout passes.",
         f"- Data: {args.data}; pool {spec['pool'] or 'all'} training images, {spec['test'] or 'all'} test images, "
         f"Gaussian noise {spec['noise']} (data seed {args.data_seed}).", "",
-        "## Table 1: mean accuracy over rounds (mean ± std over seeds)", "",
+        f"## Table 1: mean accuracy over rounds (mean ± sample std over {len(args.seeds)} seeds, ddof=1)", "",
         "Feed-Forward: f's accuracy, querying through f. Introspective: H's accuracy, querying through H.", "",
         table1(agg), "", *verdicts(agg), "",
         "## Every combination (queried via x accuracy of)", "", full_table(agg), "",
         f"![per-round accuracy]({name}.png)", "",
     ]
+    if until is not None:
+        report += ["## Training per round (every run)", "", training_table(runs), ""]
     write_text(results / f"{name}.md", "\n".join(report))
     write_text(results / f"{name}.json", json.dumps(
         {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "total_s": total_s,

@@ -5,7 +5,7 @@ name                   what
 =====================  ==========================================================================================
 :data:`SCHEDULES`      SGD schedules (:class:`~timm_introspect.training.loop.Schedule` arguments) for f and for H
 :data:`PRESETS`        the main job, ``train-backbone`` and ``fit`` (``--preset cpu | quick | paper``)
-:data:`ACTIVE_PRESETS` active learning (``active --preset paper | cpu | quick``; ``protocol_config``)
+:data:`ACTIVE_PRESETS` active learning (``active --preset paper | cpu | cpu-badge | quick``; ``protocol_config``)
 :data:`OOD_PRESETS`    the OOD job's subset sizes (``ood --preset full | quick``)
 =====================  ==========================================================================================
 
@@ -52,7 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: Active learning: name -> {"config": ActiveConfig arguments, "data": pool / test sizes and the Gaussian-noise
 #: layout}. paper: the paper's (Section 6, Appendix C.8), for a GPU; cpu: resnet10s_cifar, 100 + 400 x 5 rounds;
-#: quick: a minute-long end-to-end check (40 + 40 x 2 rounds, 1,000 pool and 200 test images, 1 epoch).
+#: cpu-badge: cpu with the BADGE code's per-round training (f and H until 99 % training accuracy, capped; dropout
+#: only where BALD samples it); quick: a minute-long end-to-end check (40 + 40 x 2 rounds, 1,000 pool and 200
+#: test images, 1 epoch).
 ACTIVE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "config": dict(model="resnet18_cifar", initial=100, query_size=1000, rounds=20, batch_size=128,
@@ -63,6 +65,14 @@ ACTIVE_PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "config": dict(model="resnet10s_cifar", initial=100, query_size=400, rounds=5),
+        "data": dict(pool=10000, test=2000, noise="spread"),
+    },
+    # as the BADGE code trains: each round until 99 % accuracy on the labeled set, on the images without
+    # augmentation, dropout only for BALD; f at the cpu preset's lr held constant (after a one-epoch warm-up), H at
+    # its lr likewise; the caps end a round that never gets there (each round records its epochs)
+    "cpu-badge": {
+        "config": dict(model="resnet10s_cifar", initial=100, query_size=400, rounds=5, until_train_accuracy=0.99,
+                       max_epochs=100, head_max_epochs=300, dropout="bald", augment=False),
         "data": dict(pool=10000, test=2000, noise="spread"),
     },
     "quick": {

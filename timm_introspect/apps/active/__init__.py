@@ -9,6 +9,10 @@ labeled set every round, evaluates both on clean and Gaussian-noise test images,
 >>> config = ActiveConfig(strategy="badge", via="H", model="resnet10s_cifar", query_size=400, rounds=5)
 >>> result = run_active_learning(data, config, "runs/al/badge-H")                        # doctest: +SKIP
 
+Trained as the BADGE code (each round until 99 % accuracy on the labeled set, no augmentation, dropout only where
+BALD samples it; the ``cpu-badge`` preset): ``ActiveConfig(..., until_train_accuracy=0.99, max_epochs=100,
+augment=False, dropout="bald")``; each round then records its epochs (``history[k]["training"]``).
+
 Where the Monte Carlo dropout of BALD is: in f, timm's ``drop_rate`` (dropout on the pooled features right
 before the classifier); in H, the dropout modules of its MLP (``head_drop_rate``). See
 :mod:`.views`, :mod:`.strategies`, :mod:`.loop`; the paper's protocol and a CPU one in :mod:`.config`. Strategies are

@@ -99,9 +99,9 @@ def _read_weights(folder: Path, state: dict[str, Any]) -> dict[str, torch.Tensor
 
 
 def _build_head(config: ActiveConfig, num_classes: int) -> IntrospectiveHead:
-    model = timm.create_model(config.model, num_classes=num_classes, drop_rate=config.drop_rate)
+    model = timm.create_model(config.model, num_classes=num_classes, drop_rate=config.f_drop_rate)
     dim = model.get_classifier().in_features
-    net = IntrospectiveMLP(num_classes * dim, num_classes, config.hidden, drop_rate=config.head_drop_rate)
+    net = IntrospectiveMLP(num_classes * dim, num_classes, config.hidden, drop_rate=config.h_drop_rate)
     return IntrospectiveHead.wrap(model, loss=config.loss, introspective_net=net, scale=config.scale)
 
 
@@ -152,7 +152,8 @@ def run_active_learning(
 
     Returns:
         ``{"config", "data", "history": [{"round", "labeled_images", "metrics": {set: {"f"|"H": {...}}},
-        "queried", "seconds"}, ...], "labeled"}``.
+        "queried", "seconds"}, ...], "labeled"}``; with ``config.until_train_accuracy`` each round also holds
+        ``"training": {"f"|"H": {"epochs", "train_accuracy", "reached", "accuracy_per_epoch"}}``.
     """
     out = Path(out_dir)
     signature = {"config": config.to_dict(), "data": data.fingerprint(), "num_classes": data.num_classes,
@@ -183,10 +184,12 @@ def run_active_learning(
             t0 = time.perf_counter()
             labeled = pool.labeled
             images, labels = data.pool_images[labeled], data.pool_labels[labeled]
+            training: dict[str, dict[str, Any]] = {"f": {}, "H": {}}
             model = train_f(images, labels, data.num_classes, config, round_seed(config.seed, k, 0), out,
-                            init_state, desc=f"round {k} f")
+                            init_state, desc=f"round {k} f", stats=training["f"])
             t1 = time.perf_counter()
-            head = fit_h(model, images, labels, config, round_seed(config.seed, k, 1), out, desc=f"round {k} H")
+            head = fit_h(model, images, labels, config, round_seed(config.seed, k, 1), out, desc=f"round {k} H",
+                         stats=training["H"])
             t2 = time.perf_counter()
             metrics = evaluate_round(head, data.test_sets, config.eval_batch_size)
             t3 = time.perf_counter()
@@ -200,6 +203,8 @@ def run_active_learning(
             t4 = time.perf_counter()
             record = {"round": k, "labeled_images": len(pool), "metrics": metrics, "queried": queried,
                       "seconds": {"train_f": t1 - t0, "fit_h": t2 - t1, "evaluate": t3 - t2, "query": t4 - t3}}
+            if config.until_train_accuracy is not None:
+                record["training"] = training  # epochs trained and the final training accuracy of f and of H
             history.append(record)
             _save_round(out, k, head, {"round": k, "signature": signature, "pool": pool.state_dict(),
                                        "queried": queried, "history": history}, keep_weights)
