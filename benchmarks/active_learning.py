@@ -84,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None, help="training on a GPU")
     p.add_argument("--scale", choices=scale_choices(), default=None,
                    help="r_x scaling before H (default: the paper's maxabs)")
+    p.add_argument("--compare", default=None,
+                   help="the .json of another preset's results (e.g. benchmarks/results/active_learning_cpu.json): "
+                        "adds the H-vs-f gaps of both, strategy by strategy")
     p.add_argument("--out", required=True)
     p.add_argument("--results", default=None,
                    help="folder for the table, curves and numbers (default: --out; the committed benchmarks/results "
@@ -237,6 +240,53 @@ def training_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _paired(a: dict, b: dict) -> str:
+    """``mean ± sd`` in points of ``a[seed] - b[seed]`` over the seeds both have (sd with ddof=1)."""
+    d = [100 * (a[k] - b[k]) for k in a if k in b]
+    return f"{np.mean(d):+.1f} ± {np.std(d, ddof=1) if len(d) > 1 else 0.0:.1f}" if d else "n/a"
+
+
+def _mean_sd(per_seed: dict) -> str:
+    """``mean ± sd`` of per-seed accuracies (sd with ddof=1, whatever the results file recorded)."""
+    v = list(per_seed.values())
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+
+def _per_seed(cell: dict) -> dict:
+    return {int(k): v for k, v in cell["per_seed"].items()}  # (JSON makes the seeds strings)
+
+
+def compare_section(agg: dict, name: str, other: dict, other_name: str) -> list[str]:
+    """Markdown: for every strategy both results hold, f (queried via f), H (queried via H), Table 1's gap
+    H - f (paired by seed) and H - f within the runs that query via f (the same labeled sets: the gap of the models
+    alone), in points, mean ± sample sd over seeds; then that within-run gap round by round for random."""
+    lines = []
+    for part in (p for p in SETS if all(p in agg[s]["f"]["f"] for s in agg)):
+        lines += [f"### {SETS[part]}", "", "| strategy | protocol | seeds | f (query f) | H (query H) | H - f, Table 1 "
+                  "(points) | H - f, same labeled sets (points) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for s in (s for s in STRATEGIES if s in agg and s in other):
+            for label, table in ((other_name, other), (name, agg)):
+                if "H" not in table[s] or part not in table[s]["f"]["f"]:
+                    continue
+                ff, hh, hf = (_per_seed(table[s][v][m][part]) for v, m in (("f", "f"), ("H", "H"), ("f", "H")))
+                lines.append(f"| {LABELS[s]} | {label} | {len(ff)} | {_mean_sd(ff)} | {_mean_sd(hh)} | "
+                             f"{_paired(hh, ff)} | {_paired(hf, ff)} |")
+        lines.append("")
+    if "random" in agg and "random" in other:
+        lines += ["### Random: H - f round by round (original test set, points, mean ± sample sd over seeds)", ""]
+        for label, table in ((other_name, other), (name, agg)):
+            sizes = table["random"]["f"]["f"]["clean"]["sizes"]
+            lines += ["| protocol \\ labeled | " + " | ".join(str(n) for n in sizes) + " |",
+                      "| --- | " + " | ".join("---" for _ in sizes) + " |"]
+            f_curves = table["random"]["f"]["f"]["clean"]["curves"]
+            h_curves = table["random"]["f"]["H"]["clean"]["curves"]
+            d = 100 * (np.array([h_curves[k] for k in f_curves]) - np.array([f_curves[k] for k in f_curves]))
+            sd = d.std(0, ddof=1) if len(d) > 1 else np.zeros(d.shape[1])
+            cells = [f"{m:+.1f} ± {e:.1f}" for m, e in zip(d.mean(0), sd, strict=True)]
+            lines += [f"| {label} | " + " | ".join(cells) + " |", ""]
+    return lines
+
+
 def plot(agg: dict, path: Path) -> None:
     plt = pyplot()
     strategies = [s for s in STRATEGIES if s in agg]
@@ -338,6 +388,11 @@ def main(argv=None) -> dict:
     ]
     if until is not None:
         report += ["## Training per round (every run)", "", training_table(runs), ""]
+    if args.compare:
+        other = json.loads(Path(args.compare).read_text())
+        other_name = other["args"].get("preset") or other["args"].get("protocol") or Path(args.compare).stem
+        report += [f"## H against f: {args.preset} and {other_name} ({args.compare})", "",
+                   *compare_section(agg, args.preset, other["aggregate"], other_name)]
     write_text(results / f"{name}.md", "\n".join(report))
     write_text(results / f"{name}.json", json.dumps(
         {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "total_s": total_s,
