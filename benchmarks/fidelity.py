@@ -52,6 +52,7 @@ from timm_introspect.core.metrics import classification_metrics
 from timm_introspect.data.augmix import augmix_images
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt
 from timm_introspect.data.images import load_images
+from timm_introspect.io.checkpoint import give_default_mode
 from timm_introspect.jobs.plots import pyplot
 from timm_introspect.model.density import DensityScorer, LayerFeatures
 from timm_introspect.training.loop import Schedule, make_accelerator, train_loop
@@ -162,6 +163,7 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
         del tensors[key]  # the bank stays (for other k); the others' densities are kept
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))  # no shared storage
+    give_default_mode(path)  # safetensors writes 0600
     return tensors
 
 
