@@ -67,6 +67,7 @@ VARIANTS: dict[str, dict] = {
     "held-out features": dict(source="heldout"),
     "standardized": dict(scale="standard"),
     "augmented": dict(scale="standard", source="train+aug"),
+    "augmented+strong": dict(scale="standard", source="train+aug+augstrong"),
     "train+held-out": dict(scale="standard", source="train+heldout"),
     "no scaling": dict(scale="none"),
     "CE-M": dict(loss="ce-M"),
@@ -81,7 +82,7 @@ VARIANTS: dict[str, dict] = {
     "factorized": dict(net="factorized"),
 }
 KEYS = ("accuracy", "ece", "nll", "brier")
-DEFAULT_VARIANTS = ("standardized", "paper", "augmented", "train+held-out")
+DEFAULT_VARIANTS = ("standardized", "augmented", "augmented+strong", "paper", "train+held-out")
 
 
 def parse_args(argv=None):
@@ -164,6 +165,25 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
     path.parent.mkdir(parents=True, exist_ok=True)
     safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))  # no shared storage
     give_default_mode(path)  # safetensors writes 0600
+    return tensors
+
+
+#: AugMix copies of f's training images beyond ``aug`` (in ``outputs.safetensors``): name -> (copy, magnitude)
+EXTRA_COPIES = {"augstrong": (1, 9)}
+
+
+def extra_outputs(seed: int, args, train, name: str) -> dict[str, torch.Tensor]:
+    """f's z, h of another AugMix copy of its training images (``<name>.safetensors``), made on first use."""
+    path = Path(args.out) / f"seed{seed}" / f"{name}.safetensors"
+    if path.is_file():
+        return safetensors.torch.load_file(str(path))
+    copy, magnitude = EXTRA_COPIES[name]
+    images, y = train.split_holdout(0.1, seed)[0].arrays()
+    z, h = backbone_outputs(backbone_for(seed, args, train).eval(),
+                            augmix_images(images, seed + 1000 * copy, magnitude=magnitude))
+    tensors = {f"{name}:z": z, f"{name}:h": h, f"{name}:y": torch.as_tensor(y)}
+    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))
+    give_default_mode(path)
     return tensors
 
 
@@ -279,8 +299,10 @@ def main(argv=None) -> dict:
             if path.is_file():
                 results.append(json.loads(path.read_text()))
                 continue
-            result = run_variant(name, {**PAPER, **VARIANTS[name]}, data, seed, out / f"seed{seed}",
-                                 backbone_for(seed, args, train).eval())
+            cfg = {**PAPER, **VARIANTS[name]}
+            for extra in set(cfg["source"].split("+")) & set(EXTRA_COPIES):
+                data.update(extra_outputs(seed, args, train, extra))
+            result = run_variant(name, cfg, data, seed, out / f"seed{seed}", backbone_for(seed, args, train).eval())
             path.write_text(json.dumps(result, indent=2))
             results.append(result)
             m = result["methods"]
