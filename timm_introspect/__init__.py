@@ -33,6 +33,15 @@ from .apps.active import (
 )
 from .apps.explain import ContrastiveTarget, Explainer, Explanation, contrastive_cam, grad_cam
 from .apps.predict import Calibration, ImagePrediction, calibration_for, predict_images
+from .core.calibration import (
+    CALIBRATORS,
+    DensityTemperature,
+    EnsembleTemperature,
+    fit_calibrators,
+    fit_dac,
+    fit_ets,
+    knn_distances,
+)
 from .core.classifier import ClassifierLayer, find_classifiers
 from .core.features import conv1x1_weight_grad, functional_weight_grad, linear_weight_grad
 from .core.introspect import Introspection, introspect, introspect_outputs
@@ -76,6 +85,7 @@ from .errors import (
     UnsupportedClassifierError,
 )
 from .io.backbones import resolve_backbone
+from .model.density import DensityScorer, LayerFeatures
 from .model.head import IntrospectiveHead, IntrospectiveOutput, IntrospectivePass
 from .nets.cifar import CIFAR_ARCHS, create_model, use_cifar_stem
 from .nets.lowrank import FactorizedMLP, RankOneMLP
@@ -87,6 +97,15 @@ from .training.loop import Schedule
 from .version import __version__
 
 __all__ = [
+    "CALIBRATORS",
+    "DensityScorer",
+    "DensityTemperature",
+    "EnsembleTemperature",
+    "LayerFeatures",
+    "fit_calibrators",
+    "fit_dac",
+    "fit_ets",
+    "knn_distances",
     "ActiveConfig",
     "Calibration",
     "ActiveData",
