@@ -26,6 +26,7 @@ benchmarks/results to update the committed ones):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -346,9 +347,11 @@ def main(argv=None) -> dict:
     results.mkdir(parents=True, exist_ok=True)
     name = f"active_learning_{args.preset.replace('-', '_')}"
     plot(agg, results / f"{name}.png")
-    config = protocol_config(args.preset, strategy="entropy", **overrides(args)).to_dict()
+    # every field, those to_dict leaves out at their defaults too
+    config = dict(dataclasses.asdict(protocol_config(args.preset, strategy="entropy", **overrides(args))))
+    config["hidden"] = list(config["hidden"])
     spec = ACTIVE_PRESETS[args.preset]["data"]
-    until = config.get("until_train_accuracy")
+    until = config["until_train_accuracy"]
     if until is None:
         f_training = (f"schedule {config['schedule']}, at least {config['min_steps']} steps, batch "
                       f"{config['batch_size']}")
@@ -362,8 +365,8 @@ def main(argv=None) -> dict:
         h_training = (f"until {until:.0%} accuracy on the labeled set's r_x, at most {config['head_max_epochs']} "
                       f"epochs, SGD at a constant lr {config['head_schedule']['lr']} after a one-epoch warm-up, "
                       f"batch {config['head_batch_size']}")
-    augment = "random crops and flips" if config.get("augment", True) else "the images as they are (no augmentation)"
-    dropout = ("for every strategy" if config.get("dropout", "always") == "always" else
+    augment = "random crops and flips" if config["augment"] else "the images as they are (no augmentation)"
+    dropout = ("for every strategy" if config["dropout"] == "always" else
                "only where BALD samples it (f's for BALD via f, H's for BALD via H; 0 otherwise)")
     command = "python benchmarks/active_learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
     report = [
