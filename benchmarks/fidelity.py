@@ -41,7 +41,7 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from fidelity_report import aggregate, markdown, plot
+from fidelity_report import aggregate, goal_table, markdown, plot
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
@@ -315,7 +315,7 @@ def main(argv=None) -> dict:
     (out / "fidelity.json").write_text(json.dumps({"args": vars(args), "aggregate": agg, "ensemble": ens,
                                                    "runs": results}, indent=2))
     table = markdown(agg, ens)
-    (out / "fidelity.md").write_text(table + "\n")
+    (out / "fidelity.md").write_text(table + "\n\n" + goal_table(results) + "\n")
     plot(agg, ens, out)
     print(table)
     return agg

@@ -74,3 +74,39 @@ def plot(agg: dict, ensemble: dict | None, out: Path) -> str:
     save_figure(fig, out / "fidelity.png", dpi=120)
     plt.close(fig)
     return "fidelity.png"
+
+
+def goal_table(results: list[dict]) -> str:
+    """Issue 23's goal, per method and seed: corrupted ECE against the best post-hoc baseline's (the lowest of
+    f+TS, f+ETS, DAC+TS, DAC+ETS in that seed), NLL against the best baseline NLL, accuracy against f's (corrupted
+    and clean), clean ECE against f+TS's + 0.005. A method meets the goal in a seed when all five hold."""
+    base = {r["seed"]: r["methods"] for r in results if r["variant"] == "baselines"}
+    rows = ["| method | seed | C ECE vs best baseline | C NLL - best | C acc - f | clean acc - f "
+            "| clean ECE - (f+TS + 0.005) | goal met |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        if r["variant"] == "baselines" or r["seed"] not in base:
+            continue
+        b = base[r["seed"]]
+        best_ece = min(b[m]["corrupted"]["ece"] for m in BASELINES[1:])
+        best_nll = min(b[m]["corrupted"]["nll"] for m in BASELINES[1:])
+        for method, parts in r["methods"].items():
+            c, clean = parts["corrupted"], parts["clean"]
+            cut = 1 - c["ece"] / best_ece
+            checks = (cut >= 0.2, c["nll"] < best_nll, c["accuracy"] >= b["f"]["corrupted"]["accuracy"],
+                      clean["accuracy"] >= b["f"]["clean"]["accuracy"] - 0.003,
+                      clean["ece"] <= b["f+TS"]["clean"]["ece"] + 0.005)
+            rows.append(f"| {method_name(method, r['variant'])} | {r['seed']} | {100 * cut:+.1f} % "
+                        f"({c['ece']:.4f} vs {best_ece:.4f}) | {c['nll'] - best_nll:+.4f} | "
+                        f"{100 * (c['accuracy'] - b['f']['corrupted']['accuracy']):+.2f} | "
+                        f"{100 * (clean['accuracy'] - b['f']['clean']['accuracy']):+.2f} | "
+                        f"{clean['ece'] - b['f+TS']['clean']['ece'] - 0.005:+.4f} | "
+                        f"{_verdict(checks)} |")
+    return "\n".join(rows)
+
+
+GOALS = ("ECE", "NLL", "C acc", "clean acc", "clean ECE")
+
+
+def _verdict(checks: tuple[bool, ...]) -> str:
+    missed = [name for name, ok in zip(GOALS, checks, strict=True) if not ok]
+    return "yes" if not missed else "no (" + ", ".join(missed) + ")"
