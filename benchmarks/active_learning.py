@@ -374,7 +374,9 @@ def main(argv=None) -> dict:
         f"Command: `{command}`", "",
         f"- {len(runs)} runs ({len(args.seeds)} seeds: {args.seeds}), {args.jobs} in parallel; total "
         f"{total_s / 60:.1f} min (data {prep_s:.0f} s); run times {min(r['wall_s'] for r in runs):.0f}-"
-        f"{max(r['wall_s'] for r in runs):.0f} s.",
+        f"{max(r['wall_s'] for r in runs):.0f} s in this call; the rounds' recorded times (a resumed run's too) "
+        f"{min(r['run_s'] for r in runs):.0f}-{max(r['run_s'] for r in runs):.0f} s a run, "
+        f"{sum(r['run_s'] for r in runs) / 60:.0f} min in all.",
         f"- f: `{config['model']}`, dropout {config['drop_rate']} before the classifier {dropout}, "
         f"{'re-initialized' if config['reset'] else 'continued'} every round; {config['initial']} random labels + "
         f"{config['query_size']} x {config['rounds']} rounds; {f_training}; trained on {augment}.",
