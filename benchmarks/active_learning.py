@@ -174,7 +174,8 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def fmt(cell: dict) -> str:
-    return f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+    """``mean ± sd`` over seeds; one seed has no spread to show."""
+    return f"{cell['mean']:.3f} ± {cell['std']:.3f}" if cell.get("seeds", 2) > 1 else f"{cell['mean']:.3f}"
 
 
 def table1(agg: dict) -> str:
@@ -244,13 +245,13 @@ def training_table(runs: list[dict]) -> str:
 def _paired(a: dict, b: dict) -> str:
     """``mean ± sd`` in points of ``a[seed] - b[seed]`` over the seeds both have (sd with ddof=1)."""
     d = [100 * (a[k] - b[k]) for k in a if k in b]
-    return f"{np.mean(d):+.1f} ± {np.std(d, ddof=1) if len(d) > 1 else 0.0:.1f}" if d else "n/a"
+    return ("n/a" if not d else f"{np.mean(d):+.1f} ± {np.std(d, ddof=1):.1f}" if len(d) > 1 else f"{d[0]:+.1f}")
 
 
 def _mean_sd(per_seed: dict) -> str:
     """``mean ± sd`` of per-seed accuracies (sd with ddof=1, whatever the results file recorded)."""
     v = list(per_seed.values())
-    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
 def _per_seed(cell: dict) -> dict:
@@ -283,7 +284,7 @@ def compare_section(agg: dict, name: str, other: dict, other_name: str) -> list[
             h_curves = table["random"]["f"]["H"]["clean"]["curves"]
             d = 100 * (np.array([h_curves[k] for k in f_curves]) - np.array([f_curves[k] for k in f_curves]))
             sd = d.std(0, ddof=1) if len(d) > 1 else np.zeros(d.shape[1])
-            cells = [f"{m:+.1f} ± {e:.1f}" for m, e in zip(d.mean(0), sd, strict=True)]
+            cells = [f"{m:+.1f} ± {e:.1f}" if len(d) > 1 else f"{m:+.1f}" for m, e in zip(d.mean(0), sd, strict=True)]
             lines += [f"| {label} | " + " | ".join(cells) + " |", ""]
     return lines
 
