@@ -83,6 +83,7 @@ BAD_ARGUMENTS = [
     ["train-backbone", "--out", "o", "--epochs", "-1"],
     ["train-backbone", "--out", "o", "--holdout", "1.5"],
     ["fit", "--backbone", "b", "--out", "o", "--batch-size", "0"],
+    ["fit", "--backbone", "b", "--out", "o", "--augmix", "-1"],
     ["evaluate", "--model", "m", "--test-images", "0"],
     ["evaluate", "--model", "hf-hub:a/b/c"],
     ["evaluate", "--backbone", "hf-hub:"],

@@ -282,6 +282,12 @@ def net_args(p: argparse.ArgumentParser) -> None:
                         "none (default: the preset's)")
 
 
+def augmix_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--augmix", type=non_negative, default=0, metavar="N",
+                   help="train H on its training images and N AugMix copies of each (timm's AugMix operations, none "
+                        "a CIFAR-10-C corruption; default: %(default)s, none)")
+
+
 def backbone_args(p: argparse.ArgumentParser, required: bool, note: str = "") -> None:
     p.add_argument("--backbone", required=required, type=model_source,
                    help="f: a folder in timm's layout (train-backbone, save_for_hf), hf-hub:<repo> (a timm model on "

@@ -1,6 +1,7 @@
 """``timm-introspect fit``: fit H on f's introspective features.
 
     timm-introspect fit --backbone runs/f --data uoft-cs/cifar10 --loss mse-M --out runs/introspective
+    timm-introspect fit --backbone runs/f --data uoft-cs/cifar10 --augmix 1 --out runs/introspective-augmix
     timm-introspect fit --backbone hf-hub:timm/resnet18.a1_in1k --data imagenet-folder/ --net factorized --out runs/in1k
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..training.recipes import PRESETS
-from .args import backbone_args, check_net_scale, data_args, load, loss_arg, net_args, schedule, train_args
+from .args import augmix_arg, backbone_args, check_net_scale, data_args, load, loss_arg, net_args, schedule, train_args
 
 __all__ = ["handle", "register"]
 
@@ -24,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--use-holdout", action="store_true",
                    help="fit H on the images f did not see (train-backbone --holdout; paper Fig. 10)")
     net_args(p)
+    augmix_arg(p)
     p.add_argument("--out", required=True)
     p.set_defaults(handler=handle)
 
@@ -47,5 +49,5 @@ def handle(args: argparse.Namespace) -> None:
         backbone, train, args.out, loss=args.loss, schedule=schedule(preset, "head", args),
         batch_size=args.batch_size or preset["batch_size"], seed=args.seed, cache_dir=args.cache_dir,
         mixed_precision=args.mixed_precision, workers=args.workers, net=args.net,
-        scale=scale,
+        scale=scale, augmix=args.augmix,
     )

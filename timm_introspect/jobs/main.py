@@ -44,6 +44,7 @@ def run(
     frost_dir: str | None = None,
     channels_last: bool = False,
     scale: bool | str = True,
+    augmix: int = 0,
 ) -> dict[str, Any]:
     """The main job: train f (without a held-out split), fit H on f's training images, evaluate f, f with
     temperature scaling (T fitted on the held-out images) and H on ``test`` and on CIFAR-10-C.
@@ -52,6 +53,7 @@ def run(
     ``corruptions`` x 5 severities (none: clean images only; temperature scaling needs ``holdout`` > 0).
     Writes ``<out>/backbone/``, ``<out>/introspective/`` (the results in its model card),
     ``<out>/metrics.json``, ``<out>/results.md`` and the plots; returns what ``metrics.json`` holds.
+    ``augmix``: H also trains on that many AugMix copies of each of f's training images (``fit_head``).
     """
     from .robustness import calibration_images, corruption_benchmark, summary_table
 
@@ -73,7 +75,7 @@ def run(
     f_train = train.split_holdout(holdout, seed)[0] if holdout else train
     head = fit_head(backbone, f_train, out / "introspective", loss=loss, schedule=head_schedule, batch_size=batch_size,
                     seed=seed, workers=workers, net=net, calibration=holdout_record(out / "backbone"), scale=scale,
-                    save=False)  # saved once, below, with the results in its model card
+                    save=False, augmix=augmix)  # saved once, below, with the results in its model card
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test)}

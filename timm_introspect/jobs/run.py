@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from ..training.recipes import PRESETS
-from .args import check_net_scale, data_args, load, loss_arg, net_args, positive, print_metrics
+from .args import augmix_arg, check_net_scale, data_args, load, loss_arg, net_args, positive, print_metrics
 
 __all__ = ["handle", "register"]
 
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=list(PRESETS), default="cpu", help="recipe (default: %(default)s)")
     loss_arg(p)
     net_args(p)
+    augmix_arg(p)
     p.add_argument("--test-split", default="test")
     p.add_argument("--corruptions", nargs="*", default=None,
                    help="CIFAR-10-C corruptions to evaluate (default with --frost-dir: all 19; without: the 18 others)")
@@ -57,7 +58,7 @@ def handle(args: argparse.Namespace) -> None:
         scale=scale,
         workers=args.workers, limit=preset["train_limit"], holdout=holdout, corruptions=corruptions,
         corruption_images=args.corruption_images or preset.get("corruption_images", 1000), frost_dir=args.frost_dir,
-        channels_last=preset.get("channels_last", False),
+        channels_last=preset.get("channels_last", False), augmix=args.augmix,
     )
     if PartialState().is_main_process:
         if "table" in result:

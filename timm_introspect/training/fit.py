@@ -24,10 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..data.images import LabeledImages
+from ..errors import InvalidArgumentError
 from ..model.head import IntrospectiveHead
 from ..nets.registry import net_config
+from .augmented import AugMixSource
 from .cache import extract_features, iter_rows
 from .loop import Schedule, exclusive_run, make_accelerator, train_loop
+from .sources import ImageSource
 
 __all__ = ["train_head"]
 
@@ -44,6 +48,7 @@ def train_head(
     workers: int = 0,
     on_step: Callable[[int, int], None] | None = None,
     lock: bool = True,
+    augmix: int = 0,
 ) -> IntrospectiveHead:
     """Fit the statistics (target M, the feature scale) and train H on f's r_x of ``data``; f stays frozen.
 
@@ -65,17 +70,40 @@ def train_head(
         on_step: called after every optimizer step with ``(epoch, step)``.
         lock: hold ``out_dir``'s lock for the run, so that a second run writing there is refused
             (:class:`~timm_introspect.RunLockedError`); a job that already holds it passes ``False``.
+        augmix: AugMix copies of every training image added to H's training set (0: none): r_x of the images
+            and of ``augmix`` copies of each, made with timm's AugMix operations that are no CIFAR-10-C
+            corruption and seeded per image by its pixels and ``seed``
+            (:class:`~timm_introspect.training.augmented.AugMixSource`). Only for a ``LabeledImages`` split; with
+            your own loader, add the copies to it.
 
     Returns:
         ``head``, with M, the scale and H trained, in eval mode, on the device it came on.
     """
+    data = _with_augmix(data, head, augmix, batch_size, seed, workers)  # refused before any work
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="timm-introspect-") as tmp:
             return train_head(head, data, tmp, schedule, batch_size, seed, cache_dir, mixed_precision, workers,
-                              on_step, lock=False)
+                              on_step, lock=False)  # the copies are in `data` now
     with exclusive_run(out_dir) if lock else contextlib.nullcontext():
         return _train_head(head, data, Path(out_dir), schedule, batch_size, seed, cache_dir, mixed_precision,
                            workers, on_step)
+
+
+def _with_augmix(data: Any, head: IntrospectiveHead, augmix: int, batch_size: int, seed: int, workers: int) -> Any:
+    """``data`` with ``augmix`` AugMix copies of each image (a split's source), or as it is for ``augmix=0``."""
+    if isinstance(augmix, bool) or not isinstance(augmix, int) or augmix < 0:
+        raise InvalidArgumentError(f"augmix is the number of AugMix copies of each training image (0 or more), got "
+                                   f"{augmix!r}")
+    if not augmix:
+        return data
+    if isinstance(data, LabeledImages):
+        data = ImageSource(data, head.model, batch_size, workers)
+    if not isinstance(data, ImageSource):
+        raise InvalidArgumentError(
+            f"augmix={augmix} makes AugMix copies of a LabeledImages split's images; this data is a "
+            f"{type(data).__name__}: add the AugMix copies to your loader (timm's AugMixAugment, seeded, the same "
+            "images on every pass) and pass augmix=0")
+    return AugMixSource(data, copies=augmix, seed=seed)
 
 
 def _train_head(head: IntrospectiveHead, data: Any, out_dir: Path, schedule: Schedule | None, batch_size: int,
@@ -102,6 +130,8 @@ def _train_head(head: IntrospectiveHead, data: Any, out_dir: Path, schedule: Sch
 
     signature = {"features": cache_folder.name, "loss": head.loss, "scale": head.scaling, "batch_size": batch_size,
                  "seed": seed, "introspective_net": net_config(head.introspective_net)}
+    if isinstance(data, AugMixSource):  # named beside the features' key (only then: older runs still resume)
+        signature["augmix"] = data.describe()["augmix"]
     trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
                          "H", on_step, signature=signature)
     head.introspective_net = trained.to(device)

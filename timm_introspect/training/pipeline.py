@@ -178,6 +178,7 @@ def fit_head(
     calibration: dict[str, Any] | None = None,
     scale: bool | str = True,
     save: bool = True,
+    augmix: int = 0,
 ) -> IntrospectiveHead:
     """Fit H on f's introspective features of ``train`` and save the whole model to ``out_dir`` (``save=False``: the
     caller saves it, once, e.g. after adding its results, as the main job does).
@@ -188,7 +189,8 @@ def fit_head(
     ``net`` is a registered H (:func:`timm_introspect.list_nets`): the paper's MLP (``"mlp"``), or an H on
     the factors (delta, h) of r_x, which are then what is cached and scaled (r_x is never materialized).
     ``calibration`` records held-out images neither f nor H saw (:func:`holdout_record`), for temperature
-    scaling in the benchmarks.
+    scaling in the benchmarks. ``augmix``: H also trains on that many AugMix copies of each image
+    (:func:`~timm_introspect.training.fit.train_head`).
     """
     set_seed(seed)  # H's initialization is seeded
     model_names = (getattr(backbone, "pretrained_cfg", None) or {}).get("label_names")  # the dataset's, or f's
@@ -197,7 +199,8 @@ def fit_head(
     train.check_labels(head.num_classes)
     train.check_names(model_names)
     head = train_head(head, ImageSource(train, backbone, batch_size, workers), out_dir, schedule, batch_size, seed,
-                      cache_dir, mixed_precision, on_step=on_step, lock=False)  # fit_head holds the lock
+                      cache_dir, mixed_precision, on_step=on_step, lock=False,  # fit_head holds the lock
+                      augmix=augmix)
     head.dataset = train.source
     head.calibration = calibration
     if save and PartialState().is_main_process:
