@@ -129,6 +129,14 @@ def backbone_for(seed: int, args, train) -> torch.nn.Module:
                           Schedule(**schedule), cpu["batch_size"], seed, holdout=0.1, channels_last=True)
 
 
+def save_outputs(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Write a seed's cached tensors (copies: safetensors refuses shared storage) with a new file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))
+    give_default_mode(path)  # safetensors writes 0600
+    return tensors
+
+
 def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch.Tensor]:
     """z, h, labels and every stage's pooled features of every set for this seed's f, computed once
     (``outputs.safetensors``), and DAC's per-layer densities (``<set>:s``)."""
@@ -162,10 +170,7 @@ def cached_outputs(seed: int, args, train, test, corruptions) -> dict[str, torch
             tensors[f"{name}:s"] = scorer([tensors[f"{name}:L{i}"] for i in range(n_layers)])
     for key in [k for k in tensors if ":L" in k and not k.startswith("train:")]:
         del tensors[key]  # the bank stays (for other k); the others' densities are kept
-    path.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))  # no shared storage
-    give_default_mode(path)  # safetensors writes 0600
-    return tensors
+    return save_outputs(path, tensors)
 
 
 #: AugMix copies of f's training images beyond ``aug`` (in ``outputs.safetensors``): name -> (copy, magnitude)
@@ -181,10 +186,7 @@ def extra_outputs(seed: int, args, train, name: str) -> dict[str, torch.Tensor]:
     images, y = train.split_holdout(0.1, seed)[0].arrays()
     z, h = backbone_outputs(backbone_for(seed, args, train).eval(),
                             augmix_images(images, seed + 1000 * copy, magnitude=magnitude))
-    tensors = {f"{name}:z": z, f"{name}:h": h, f"{name}:y": torch.as_tensor(y)}
-    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))
-    give_default_mode(path)
-    return tensors
+    return save_outputs(path, {f"{name}:z": z, f"{name}:h": h, f"{name}:y": torch.as_tensor(y)})
 
 
 def corrupted_sets(data: dict[str, torch.Tensor]) -> list[str]:
