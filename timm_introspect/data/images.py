@@ -9,12 +9,15 @@ are converted to the model's channels (grayscale -> RGB by repetition: ``PIL.Ima
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image
 from torch import nn
@@ -69,6 +72,24 @@ class LabeledImages:
         resize = model_pixels(model) if model is not None else resize or np.asarray
         where = f"{self.source} [{self.split}]"
         return stack_images(raw, lambda item: resize(decode_image(item, "RGB")), where), self.labels().numpy()
+
+    def fingerprint(self, rows: int = 1024) -> str:
+        """An identity of these rows that survives copying the files: a sha256 of the row count, the features,
+        and the stored bytes (images undecoded) of ``rows`` rows spread evenly over the split, first and last
+        included. ``datasets``' own fingerprint of a local folder follows the files' modification times, so a
+        copy, a re-download or a ``touch`` of the same files would look like other data (and a run could not
+        resume); this one changes when the rows do, unless every changed row lies between the sampled ones.
+        """
+        n = len(self.dataset)
+        digest = hashlib.sha256(json.dumps([n, self.dataset.features.to_dict()], sort_keys=True).encode())
+        if n:
+            picked = np.unique(np.linspace(0, n - 1, min(n, rows)).round().astype(np.int64)).tolist()
+            table = self.dataset.with_format("arrow")[picked].combine_chunks()
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema.remove_metadata()) as writer:
+                writer.write_table(table.replace_schema_metadata(None))
+            digest.update(sink.getvalue().to_pybytes())
+        return digest.hexdigest()[:16]
 
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` of the first image (``None`` for an empty dataset)."""

@@ -136,9 +136,10 @@ def train_backbone(
 
 
 def _data_identity(images: LabeledImages) -> dict[str, Any]:
-    """What defines a run's data beyond its name: the columns read and a fingerprint of the rows (``datasets``'
-    own, which changes when the files behind the same path change). Part of a run's resume signature."""
-    return {"columns": [images.image_column, images.label_column], "data_fingerprint": images.dataset._fingerprint}
+    """What defines a run's data beyond its name: the columns read and a fingerprint of the rows' content
+    (:meth:`LabeledImages.fingerprint`: other files at the same path are not resumed, a copy of the same files
+    is). Part of a run's resume signature."""
+    return {"columns": [images.image_column, images.label_column], "data_fingerprint": images.fingerprint()}
 
 
 def _train_loader(train: LabeledImages, model: nn.Module, batch_size: int, workers: int,

@@ -49,7 +49,7 @@ class ImageSource:
 
     def key(self) -> str:
         im = self.images
-        return json.dumps([im.source, im.split, im.image_column, im.label_column, im.dataset._fingerprint,
+        return json.dumps([im.source, im.split, im.image_column, im.label_column, im.fingerprint(),
                            repr(make_transform(self.model, train=False))])
 
     def __len__(self) -> int:
