@@ -41,14 +41,14 @@ import numpy as np
 import safetensors.torch
 import torch
 import torch.nn.functional as F
-from fidelity_report import aggregate, goal_table, markdown, plot
+from fidelity_report import aggregate, floor_table, goal_table, markdown, plot
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from timm_introspect import IntrospectiveHead, create_net
 from timm_introspect.apps.active.views import backbone_outputs
 from timm_introspect.core.calibration import fit_calibrators
-from timm_introspect.core.metrics import classification_metrics
+from timm_introspect.core.metrics import classification_metrics, ece_floor
 from timm_introspect.data.augmix import augmix_images
 from timm_introspect.data.cifar10c import CORRUPTIONS, corrupt
 from timm_introspect.data.images import load_images
@@ -81,7 +81,7 @@ VARIANTS: dict[str, dict] = {
     "ReLU": dict(act="ReLU"),
     "factorized": dict(net="factorized"),
 }
-KEYS = ("accuracy", "ece", "nll", "brier")
+KEYS = ("accuracy", "ece", "nll", "brier", "ece_floor")
 DEFAULT_VARIANTS = ("standardized", "augmented", "augmented+strong", "paper", "train+held-out")
 
 
@@ -193,15 +193,19 @@ def corrupted_sets(data: dict[str, torch.Tensor]) -> list[str]:
     return sorted({k.split(":")[0] for k in data if "/" in k})
 
 
+def metrics_of(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    return {**classification_metrics(logits, labels), "ece_floor": ece_floor(logits)}
+
+
 def score_sets(logits_of, data: dict[str, torch.Tensor]) -> dict:
     """Metrics of ``logits_of(set) -> logits`` on the clean test set, the mean over corrupted sets, severity 5."""
     sets = corrupted_sets(data)
-    per = {k: classification_metrics(logits_of(k), data[f"{k}:y"]) for k in sets}
+    per = {k: metrics_of(logits_of(k), data[f"{k}:y"]) for k in sets}
 
     def mean_of(keys):
         return {m: float(np.mean([per[s][m] for s in keys])) for m in KEYS}
 
-    return {"clean": classification_metrics(logits_of("test"), data["test:y"]), "corrupted": mean_of(sets),
+    return {"clean": metrics_of(logits_of("test"), data["test:y"]), "corrupted": mean_of(sets),
             "severity5": mean_of([s for s in sets if s.endswith("/5")]), "sets": len(sets)}
 
 
@@ -238,9 +242,10 @@ def ensemble(all_data: list[dict[str, torch.Tensor]]) -> dict:
 
 
 def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, out: Path,
-                model: torch.nn.Module) -> dict:
+                model: torch.nn.Module, logits_path: Path | None = None) -> dict:
     """Train and score one variant's H on the cached (z, h) of f (``model``): r_x, M and the scale come from the
-    head's own introspective pass from f's outputs and its one statistics routine."""
+    head's own introspective pass from f's outputs and its one statistics routine. H's logits on every evaluated
+    set go to ``logits_path`` (for metrics added later without training H again)."""
     sources = cfg["source"].split("+")
     z, h, y = (torch.cat([data[f"{s}:{k}"] for s in sources]) for k in "zhy")
     num_classes, dim = z.shape[1], h.shape[1]
@@ -271,6 +276,8 @@ def run_variant(name: str, cfg: dict, data: dict[str, torch.Tensor], seed: int, 
     with torch.no_grad():
         h_logits = {k: net(head.net_inputs(head.introspect_outputs(data[f"{k}:z"], data[f"{k}:h"])))
                     for k in ["calib", "test", *corrupted_sets(data)]}
+    if logits_path is not None:
+        save_outputs(logits_path, h_logits)
     methods = calibrated("H", h_logits.__getitem__, data)
     ts_f = fit_calibrators(data["calib:z"], data["calib:y"], methods=["TS"])["TS"]
     ts_h = fit_calibrators(h_logits["calib"], data["calib:y"], methods=["TS"])["TS"]
@@ -304,7 +311,8 @@ def main(argv=None) -> dict:
             cfg = {**PAPER, **VARIANTS[name]}
             for extra in set(cfg["source"].split("+")) & set(EXTRA_COPIES):
                 data.update(extra_outputs(seed, args, train, extra))
-            result = run_variant(name, cfg, data, seed, out / f"seed{seed}", backbone_for(seed, args, train).eval())
+            result = run_variant(name, cfg, data, seed, out / f"seed{seed}", backbone_for(seed, args, train).eval(),
+                                 path.with_suffix(".logits.safetensors"))
             path.write_text(json.dumps(result, indent=2))
             results.append(result)
             m = result["methods"]
@@ -317,7 +325,7 @@ def main(argv=None) -> dict:
     (out / "fidelity.json").write_text(json.dumps({"args": vars(args), "aggregate": agg, "ensemble": ens,
                                                    "runs": results}, indent=2))
     table = markdown(agg, ens)
-    (out / "fidelity.md").write_text(table + "\n\n" + goal_table(results) + "\n")
+    (out / "fidelity.md").write_text(table + "\n\n" + goal_table(results) + "\n\n" + floor_table(agg) + "\n")
     plot(agg, ens, out)
     print(table)
     return agg

@@ -104,6 +104,23 @@ def goal_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def floor_table(agg: dict) -> str:
+    """Measured ECE beside its floor (the ECE a perfectly calibrated model with the same confidences measures on
+    sets of this size, ``fidelity.ece_floor``) and the excess above it, for every method whose runs recorded it."""
+    rows = ["| method | seeds | C ECE | C ECE floor | C excess | clean ECE | clean floor | clean excess |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    order = [m for m in BASELINES if m in agg] + [m for m in agg if m not in BASELINES]
+    for m in order:
+        c, clean = agg[m]["corrupted"], agg[m]["clean"]
+        if "ece_floor" not in c:
+            continue
+        n = c["ece_floor"][2]
+        rows.append(f"| {m} | {n} | {c['ece'][0]:.4f} | {c['ece_floor'][0]:.4f} | "
+                    f"{c['ece'][0] - c['ece_floor'][0]:.4f} | {clean['ece'][0]:.4f} | {clean['ece_floor'][0]:.4f} | "
+                    f"{clean['ece'][0] - clean['ece_floor'][0]:.4f} |")
+    return "\n".join(rows)
+
+
 GOALS = ("ECE", "NLL", "C acc", "clean acc", "clean ECE")
 
 

@@ -81,3 +81,24 @@ def test_any_integer_labels_and_clear_errors():
         classification_metrics(logits, labels.float())
     with pytest.raises(ValueError, match="labels for logits"):
         classification_metrics(logits, labels[:49])
+
+
+def test_ece_floor_is_what_a_calibrated_model_measures():
+    """Labels drawn from the model's own probabilities (calibrated by construction) measure an ECE near the floor,
+    the floor shrinks about as 1/sqrt(n), and a miscalibrated model measures far above its floor."""
+    from timm_introspect import ece_floor
+
+    g = torch.Generator().manual_seed(1)
+    logits = 2.5 * torch.randn(4000, 10, generator=g)
+    probs = torch.softmax(logits, 1)
+    measured = [calibration_errors(logits[i::8], torch.multinomial(probs[i::8], 1, generator=g)[:, 0])[0]
+                for i in range(8)]  # eight calibrated sets of 500
+    floor = ece_floor(logits[:500], draws=40)
+    assert 0.01 < floor < 0.08
+    assert abs(sum(measured) / 8 - floor) < 0.3 * floor
+    assert ece_floor(logits, draws=10) < 0.6 * floor  # 8x the images: about 1/sqrt(8) = 0.35 of the floor
+    assert ece_floor(logits[:500], draws=40) == floor  # seeded
+    labels = torch.multinomial(probs, 1, generator=g)[:, 0]
+    assert calibration_errors(3 * logits, labels)[0] > 3 * ece_floor(3 * logits)  # overconfident: far above
+    with pytest.raises(timm_introspect.InvalidArgumentError, match="draws"):
+        ece_floor(logits, draws=0)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from ..errors import DataError, InvalidArgumentError
 
-__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "fit_temperature", "nll",
-           "reliability_bins"]
+__all__ = ["accuracy", "brier_score", "calibration_errors", "classification_metrics", "ece_floor", "fit_temperature",
+           "nll", "reliability_bins"]
 
 
 def _labels(labels, logits: torch.Tensor) -> torch.Tensor:
@@ -79,6 +79,24 @@ def calibration_errors(logits: torch.Tensor, labels: torch.Tensor, n_bins: int =
     gaps = (acc_sum[nonempty] - conf_sum[nonempty]).abs() / count[nonempty]
     ece = (gaps * count[nonempty]).sum() / count.sum()
     return ece.item(), gaps.max().item() if gaps.numel() else 0.0
+
+
+def ece_floor(logits: torch.Tensor, n_bins: int = 10, draws: int = 10, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these confidences measures on a set of this size.
+
+    The binned ECE estimator is biased upwards on finite sets: even labels drawn from ``softmax(logits)`` itself
+    (calibrated by construction) give an ECE above zero, about ``1 / sqrt(n)`` times a constant. This is the mean
+    ECE over ``draws`` such label sets (seeded): the part of a measured ECE that no calibrator can remove, to read
+    beside it (e.g. 500-image CIFAR-10-C sets at 75 % accuracy: about 0.033).
+    """
+    n_bins = _n_bins(n_bins)
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise InvalidArgumentError(f"draws must be an integer >= 1, got {draws!r}")
+    probs = F.softmax(logits.detach().double(), 1)
+    generator = torch.Generator().manual_seed(seed)
+    eces = [calibration_errors(logits, torch.multinomial(probs, 1, generator=generator)[:, 0], n_bins)[0]
+            for _ in range(draws)]
+    return float(sum(eces) / draws)
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
