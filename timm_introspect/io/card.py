@@ -42,6 +42,24 @@ def _cell(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _h_training_text(record: dict | None) -> str | None:
+    """The card's "H trained on" line from ``head.h_training`` (``None``: not recorded, no line); AugMix is named
+    only when H trained on AugMix copies."""
+    if not record:
+        return None
+    rows, images = record["rows"], record.get("images")
+    text = f"r_x of {images:,} training images" if images is not None else f"r_x of {rows:,} rows of the caller's data"
+    augmix = record.get("augmix") or {}
+    copies = augmix.get("copies", 0)
+    if not copies:
+        return text
+    return _md(
+        f"{text} and {copies:,} AugMix {'copy' if copies == 1 else 'copies'} of each ({rows:,} rows; timm's AugMix "
+        f"operations restricted to the AugMix paper's list: {', '.join(augmix.get('operations') or [])}; magnitude "
+        f"{augmix.get('magnitude')}, width {augmix.get('width')}; each copy seeded by its image's pixels, seed "
+        f"{augmix.get('seed')} and the copy number)")
+
+
 def model_card(
     head: HeadLike,
     repo_id: str | None = None,
@@ -106,6 +124,7 @@ def model_card(
         scale={"maxabs": "scaled to [-1, 1] per dimension (max-abs, clamped)", "standard": "standardized per dimension",
                "none": "not scaled"}[head.scaling],
         h_text=describe_net(head.introspective_net),
+        h_training_text=_h_training_text(getattr(head, "h_training", None)),
         label_names=[_md(n) for n in head.label_names] if head.label_names else None,
         results=results,
         metric_names=metric_names,

@@ -4,7 +4,8 @@ A saved model is a folder (or Hub repo) that timm can still read:
 
 * ``config.json`` + ``model.safetensors``: the backbone f exactly as ``timm.models.save_for_hf`` writes
   it, so ``timm.create_model("hf-hub:<repo>", pretrained=True)`` loads f alone;
-* ``introspection_config.json``: loss, target, H's structure, class names, versions;
+* ``introspection_config.json``: loss, target, H's structure, class names, versions, and what H trained on
+  (``h_training``: the images, the rows, the AugMix copies);
 * ``introspection.safetensors``: target M, the [-1, 1] scale and H's weights;
 * ``README.md``: the model card (``hub_cards/``), with ``accuracy_vs_ece.png`` and ``reliability.png`` when the
   model records evaluation results (:mod:`timm_introspect.io.figures`, needs matplotlib).
@@ -80,6 +81,10 @@ class IntrospectionConfig:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: the reliability diagrams of those results, {split: {model: {"confidence", "accuracy", "count"}}}; optional
     reliability: dict[str, Any] = field(default_factory=dict)
+    #: what H trained on (training.augmented.training_record): {"images": n or null (a caller's loader), "rows": the
+    #: rows of r_x, "augmix": {"copies": 0} or {"copies", "operations", "magnitude", "width", "seed", "seeded_by"}};
+    #: null when not recorded (a model saved before the field, or an H trained outside train_head): unknown
+    h_training: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     timm_introspect_version: str = ""
     timm_version: str = ""
@@ -134,6 +139,30 @@ def _check_fields(data: dict[str, Any]) -> None:
     for key in ("calibration", "fitted_calibration"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise bad(key, "null or an object")
+    if data.get("h_training") is not None and not _valid_h_training(data["h_training"]):
+        raise bad("h_training", 'null or an object {"images": null or a count, "rows": a count, "augmix": {"copies": '
+                                '0 or more, ...}} (a count of images with AugMix copies)')
+
+
+def _valid_h_training(record: Any) -> bool:
+    """Whether ``h_training`` is what :func:`~timm_introspect.training.augmented.training_record` writes (its numbers
+    go into the model card's line)."""
+    def count(value: Any, least: int) -> bool:
+        return type(value) is int and value >= least
+
+    if not isinstance(record, dict) or not count(record.get("rows"), 1):
+        return False
+    images, augmix = record.get("images"), record.get("augmix")
+    if images is not None and not count(images, 1) or not isinstance(augmix, dict):
+        return False
+    if not count(augmix.get("copies"), 0):
+        return False
+    if augmix["copies"] == 0:
+        return True
+    operations = augmix.get("operations")
+    return (images is not None and all(count(augmix.get(k), 0) for k in ("magnitude", "width"))
+            and type(augmix.get("seed")) is int
+            and isinstance(operations, list) and all(isinstance(op, str) for op in operations))
 
 
 def download_files(
@@ -236,7 +265,7 @@ def introspection_config(head: HeadLike) -> IntrospectionConfig:
         scale=head.scaling, introspective_net=net_config(head.introspective_net), label_names=head.label_names,
         dataset=head.dataset, metrics=head.metrics, calibration=head.calibration, timm_introspect_version=__version__,
         timm_version=timm.__version__, fitted_calibration=getattr(head, "fitted_calibration", None),
-        reliability=getattr(head, "reliability", {}),
+        reliability=getattr(head, "reliability", {}), h_training=getattr(head, "h_training", None),
     )
 
 
@@ -335,6 +364,7 @@ def load_head(
     load_strict(head, load_tensors(paths[INTROSPECTION_WEIGHTS]), INTROSPECTION_WEIGHTS, skip_prefix="model.")
     head.dataset, head.metrics, head.calibration = cfg.dataset, cfg.metrics, cfg.calibration
     head.fitted_calibration, head.reliability = cfg.fitted_calibration, cfg.reliability
+    head.h_training = cfg.h_training  # None: saved without the record (an older model), how H trained is unknown
     return head.to(map_location)
 
 

@@ -78,7 +78,8 @@ def run(
                     save=False, augmix=augmix)  # saved once, below, with the results in its model card
     times["fit_head_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test)}
+    result: dict[str, Any] = {"data": train.source, "train_images": len(f_train), "test_images": len(test),
+                              "h_training": head.h_training}  # H's rows and AugMix copies, as its model records them
     if not holdout:  # f and H only (every process takes part)
         result["metrics"] = evaluate(head, test, batch_size=256, workers=workers)
         head.metrics = {test.split: result["metrics"]}

@@ -116,6 +116,8 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         #: held-out clean images neither f nor H saw (robustness.calibration_images), and T and the OOD threshold
         self.calibration: dict[str, Any] | None = None
         self.fitted_calibration: dict[str, Any] | None = None  # fitted on them (training.calibrate, evaluate_head)
+        #: what H trained on: images, rows, AugMix copies (train_head sets it; None: not recorded, unknown)
+        self.h_training: dict[str, Any] | None = None
 
     @classmethod
     def wrap(cls, model: nn.Module, **kwargs: Any) -> IntrospectiveHead:

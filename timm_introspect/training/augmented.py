@@ -22,11 +22,11 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from ..data.augmix import AUGMIX_OPS, augmix_image, augmix_seed
-from ..data.images import make_transform
+from ..data.images import LabeledImages, make_transform
 from ..errors import InvalidArgumentError
 from .sources import ImageSource
 
-__all__ = ["AugMixSource", "AugMixTransform"]
+__all__ = ["SEEDED_BY", "AugMixSource", "AugMixTransform", "training_record"]
 
 
 class AugMixTransform:
@@ -95,3 +95,27 @@ class AugMixSource:
     def describe(self) -> dict[str, Any]:
         return {**self.base.describe(), "augmix": {"copies": self.copies, "magnitude": self.magnitude,
                                                    "width": self.width, "seed": self.seed}}
+
+    def recipe(self) -> dict[str, Any]:
+        """What the copies are, for the saved model (``h_training["augmix"]``, :func:`training_record`): their
+        number, timm's operations they draw from, the magnitude, the width and how each copy is seeded."""
+        return {"copies": self.copies, "operations": list(AUGMIX_OPS), "magnitude": self.magnitude,
+                "width": self.width, "seed": self.seed, "seeded_by": SEEDED_BY}
+
+
+#: how each AugMix copy is seeded (:func:`~timm_introspect.data.augmix.augmix_seed`), as the saved record says it
+SEEDED_BY = "each image's pixels, the seed and the copy number"
+
+
+def training_record(data: Any, rows: int) -> dict[str, Any]:
+    """What H trained on, as a saved model records it (``IntrospectiveHead.h_training``, the model card's
+    "H trained on" line): ``{"images", "rows", "augmix"}``.
+
+    ``images``: the split's images (``None`` for a caller's own loader, whose images are unknown here); ``rows``: the
+    rows of r_x H trained on (the images and their AugMix copies); ``augmix``: :meth:`AugMixSource.recipe`, or
+    ``{"copies": 0}`` without copies.
+    """
+    if isinstance(data, AugMixSource):
+        return {"images": len(data.base), "rows": int(rows), "augmix": data.recipe()}
+    images = len(data) if isinstance(data, (ImageSource, LabeledImages)) else None
+    return {"images": images, "rows": int(rows), "augmix": {"copies": 0}}

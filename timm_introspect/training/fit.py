@@ -28,7 +28,7 @@ from ..data.images import LabeledImages
 from ..errors import InvalidArgumentError
 from ..model.head import IntrospectiveHead
 from ..nets.registry import net_config
-from .augmented import AugMixSource
+from .augmented import AugMixSource, training_record
 from .cache import extract_features, iter_rows
 from .loop import Schedule, exclusive_run, make_accelerator, train_loop
 from .sources import ImageSource
@@ -77,7 +77,9 @@ def train_head(
             your own loader, add the copies to it.
 
     Returns:
-        ``head``, with M, the scale and H trained, in eval mode, on the device it came on.
+        ``head``, with M, the scale and H trained, in eval mode, on the device it came on. ``head.h_training``
+        records what H trained on, the images, the rows and the AugMix copies
+        (:func:`~timm_introspect.training.augmented.training_record`): saved with the model, stated in its card.
     """
     data = _with_augmix(data, head, augmix, batch_size, seed, workers)  # refused before any work
     if out_dir is None:
@@ -135,4 +137,5 @@ def _train_head(head: IntrospectiveHead, data: Any, out_dir: Path, schedule: Sch
     trained = train_loop(accelerator, head.introspective_net, loader, loss_fn, schedule, out_dir / "checkpoints",
                          "H", on_step, signature=signature)
     head.introspective_net = trained.to(device)
+    head.h_training = training_record(data, len(labels))  # saved with the model: what H trained on (the card says it)
     return head.to(device).eval()
