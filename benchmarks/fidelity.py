@@ -325,7 +325,7 @@ def main(argv=None) -> dict:
     (out / "fidelity.json").write_text(json.dumps({"args": vars(args), "aggregate": agg, "ensemble": ens,
                                                    "runs": results}, indent=2))
     table = markdown(agg, ens)
-    (out / "fidelity.md").write_text(table + "\n\n" + goal_table(results) + "\n\n" + floor_table(agg) + "\n")
+    (out / "fidelity.md").write_text(table + "\n\n" + goal_table(results) + "\n\n" + floor_table(results) + "\n")
     plot(agg, ens, out)
     print(table)
     return agg

@@ -104,20 +104,24 @@ def goal_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def floor_table(agg: dict) -> str:
+def floor_table(results: list[dict]) -> str:
     """Measured ECE beside its floor (the ECE a perfectly calibrated model with the same confidences measures on
-    sets of this size, ``fidelity.ece_floor``) and the excess above it, for every method whose runs recorded it."""
+    sets of this size, ``ece_floor``) and the excess above it: means over the seeds whose runs recorded the floor
+    (both columns over the same seeds)."""
+    values: dict = {}
+    for r in results:
+        for method, parts in r["methods"].items():
+            if "ece_floor" not in parts["corrupted"]:
+                continue
+            row = values.setdefault(method_name(method, r["variant"]), [])
+            row.append([parts[p][k] for p in ("corrupted", "clean") for k in ("ece", "ece_floor")])
     rows = ["| method | seeds | C ECE | C ECE floor | C excess | clean ECE | clean floor | clean excess |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    order = [m for m in BASELINES if m in agg] + [m for m in agg if m not in BASELINES]
+    order = [m for m in BASELINES if m in values] + [m for m in values if m not in BASELINES]
     for m in order:
-        c, clean = agg[m]["corrupted"], agg[m]["clean"]
-        if "ece_floor" not in c:
-            continue
-        n = c["ece_floor"][2]
-        rows.append(f"| {m} | {n} | {c['ece'][0]:.4f} | {c['ece_floor'][0]:.4f} | "
-                    f"{c['ece'][0] - c['ece_floor'][0]:.4f} | {clean['ece'][0]:.4f} | {clean['ece_floor'][0]:.4f} | "
-                    f"{clean['ece'][0] - clean['ece_floor'][0]:.4f} |")
+        c, c_floor, clean, clean_floor = np.mean(values[m], axis=0)
+        rows.append(f"| {m} | {len(values[m])} | {c:.4f} | {c_floor:.4f} | {c - c_floor:.4f} | {clean:.4f} | "
+                    f"{clean_floor:.4f} | {clean - clean_floor:.4f} |")
     return "\n".join(rows)
 
 
