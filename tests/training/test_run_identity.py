@@ -8,8 +8,8 @@ import os
 import datasets
 import numpy as np
 import pytest
-from PIL import Image
 from helpers import make_images, write_parquet
+from PIL import Image
 
 from timm_introspect import CheckpointError, IntrospectiveHead, InvalidArgumentError
 from timm_introspect.data.images import LabeledImages, load_images
