@@ -43,6 +43,7 @@ from .checkpoint import (
     staged_folder,
 )
 from .figures import card_figures
+from .records import valid_h_training
 
 __all__ = ["FORMAT_VERSION", "IntrospectionConfig", "build_backbone", "download_files", "load_head", "load_strict",
            "introspection_config", "load_tensors", "read_timm_config", "save_backbone", "save_head",
@@ -139,30 +140,9 @@ def _check_fields(data: dict[str, Any]) -> None:
     for key in ("calibration", "fitted_calibration"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise bad(key, "null or an object")
-    if data.get("h_training") is not None and not _valid_h_training(data["h_training"]):
+    if data.get("h_training") is not None and not valid_h_training(data["h_training"]):
         raise bad("h_training", 'null or an object {"images": null or a count, "rows": a count, "augmix": {"copies": '
                                 '0 or more, ...}} (a count of images with AugMix copies)')
-
-
-def _valid_h_training(record: Any) -> bool:
-    """Whether ``h_training`` is what :func:`~timm_introspect.training.augmented.training_record` writes (its numbers
-    go into the model card's line)."""
-    def count(value: Any, least: int) -> bool:
-        return type(value) is int and value >= least
-
-    if not isinstance(record, dict) or not count(record.get("rows"), 1):
-        return False
-    images, augmix = record.get("images"), record.get("augmix")
-    if images is not None and not count(images, 1) or not isinstance(augmix, dict):
-        return False
-    if not count(augmix.get("copies"), 0):
-        return False
-    if augmix["copies"] == 0:
-        return True
-    operations = augmix.get("operations")
-    return (images is not None and all(count(augmix.get(k), 0) for k in ("magnitude", "width"))
-            and type(augmix.get("seed")) is int
-            and isinstance(operations, list) and all(isinstance(op, str) for op in operations))
 
 
 def download_files(

@@ -111,13 +111,11 @@ class IntrospectiveHead(nn.Module, IntrospectiveHubMixin):
         self.metrics: dict[str, dict[str, dict[str, float]]] = {}
         #: their reliability diagrams, {split: {model: core.metrics.reliability_bins(...)}} (the card's figure)
         self.reliability: dict[str, dict[str, dict[str, list[float]]]] = {}
-        #: the dataset f and H were trained on (a Hub id or a name), for the model card
-        self.dataset: str | None = None
+        self.dataset: str | None = None  # the dataset f and H were trained on (a Hub id or a name), for the card
         #: held-out clean images neither f nor H saw (robustness.calibration_images), and T and the OOD threshold
         self.calibration: dict[str, Any] | None = None
         self.fitted_calibration: dict[str, Any] | None = None  # fitted on them (training.calibrate, evaluate_head)
-        #: what H trained on: images, rows, AugMix copies (train_head sets it; None: not recorded, unknown)
-        self.h_training: dict[str, Any] | None = None
+        self.h_training: dict[str, Any] | None = None  # what H trained on (train_head sets it; None: unknown)
 
     @classmethod
     def wrap(cls, model: nn.Module, **kwargs: Any) -> IntrospectiveHead:
