@@ -74,3 +74,11 @@ def original_clipped_zoom(img: np.ndarray, factor: float) -> np.ndarray:
     img = zoom(img[top : top + ch, top : top + ch], (factor, factor, 1), order=1)
     trim = (img.shape[0] - h) // 2
     return img[trim : trim + h, trim : trim + h]
+
+
+def tiny_cifar_model(num_classes: int = 3) -> nn.Module:
+    """timm's ``test_resnet`` with the CIFAR stem, seeded, in eval mode (32 px input: 16 px images are resized)."""
+    from timm_introspect.nets.cifar import create_model
+
+    torch.manual_seed(0)
+    return create_model("test_resnet", num_classes, cifar_stem=True).eval()

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_images, write_parquet
+from helpers import make_images, tiny_cifar_model, write_parquet
 from torch.utils.data import DataLoader, TensorDataset
 
 from timm_introspect import CheckpointError, IntrospectiveHead, InvalidArgumentError, Schedule, train_head
 from timm_introspect.cli import main
 from timm_introspect.data.augmix import AUGMIX_OPS, augmix_image, augmix_seed
 from timm_introspect.data.images import load_images
-from timm_introspect.nets.cifar import create_model
 from timm_introspect.training.augmented import AugMixSource
 from timm_introspect.training.sources import ImageSource
 
@@ -34,8 +33,7 @@ def split(tmp_path_factory):
 
 
 def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model("test_resnet", 3, cifar_stem=True).eval()  # 32 px input: the 16 px images are resized
+    return tiny_cifar_model()
 
 
 def _rows(source, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

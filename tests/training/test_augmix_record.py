@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_images, write_parquet
+from helpers import make_images, tiny_cifar_model, write_parquet
 from torch.utils.data import DataLoader, TensorDataset
 
 from timm_introspect import CheckpointError, IntrospectiveHead, Schedule, train_head
 from timm_introspect.cli import main
 from timm_introspect.data.augmix import AUGMIX_OPS
 from timm_introspect.data.images import load_images
-from timm_introspect.nets.cifar import create_model
 
 N = 12
 SCHEDULE = Schedule(epochs=1, lr=0.05, weight_decay=5e-3, kind="onecycle")
@@ -33,8 +32,7 @@ def split(tmp_path_factory):
 
 
 def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model("test_resnet", 3, cifar_stem=True).eval()
+    return tiny_cifar_model()
 
 
 @pytest.fixture(scope="module")
